@@ -1,0 +1,129 @@
+"""The interface every detector and segmenter implements.
+
+A subclass implements two methods:
+
+- ``_compute_losses(images, targets) -> dict[str, Tensor]``: scalar losses.
+- ``_compute_predictions(images) -> list[dict]``: per image ``boxes`` float32 [M, 4]
+  (xyxy, coordinates of the input image as given), ``scores`` float32 [M],
+  ``labels`` int64 [M] in 1..K (segmenters return ``sem_seg`` instead).
+
+and this base class supplies the public API of ../shared/DESIGN.md:
+
+- ``model(images, targets)`` in training mode returns the losses, ``model(images)``
+  in eval mode returns the predictions;
+- ``model.loss(images, targets)`` and ``model.predict(images)`` work in either mode.
+  ``loss`` in eval mode keeps BatchNorm in eval (a validation loss); ``predict`` in
+  training mode runs the inference path (test-time proposal counts, post-processing)
+  with the module temporarily in eval mode and without gradients, and restores the
+  mode afterwards, so neither changes any state.
+
+Inputs are validated on entry by :func:`validate_images` and :func:`validate_targets`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def validate_images(images) -> None:
+    """Images must be a non-empty list/tuple of float ``Tensor[3, H, W]``."""
+    if isinstance(images, Tensor):
+        raise TypeError(
+            "images must be a list of Tensor[3, H, W] (sizes may differ), not a single "
+            f"tensor of shape {tuple(images.shape)}; pass list(batch) for a stacked batch"
+        )
+    if not isinstance(images, (list, tuple)) or len(images) == 0:
+        raise TypeError(f"images must be a non-empty list of Tensor[3, H, W], got {type(images).__name__}")
+    for i, image in enumerate(images):
+        if not isinstance(image, Tensor):
+            raise TypeError(f"image {i}: expected a Tensor[3, H, W], got {type(image).__name__}")
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"image {i}: expected shape [3, H, W] (RGB, channels first), got {tuple(image.shape)}")
+        if not image.is_floating_point():
+            raise ValueError(
+                f"image {i}: expected a float tensor with values in 0..1, got {image.dtype}; "
+                "divide uint8 images by 255"
+            )
+        if image.shape[1] == 0 or image.shape[2] == 0:
+            raise ValueError(f"image {i}: empty image of shape {tuple(image.shape)}")
+
+
+def validate_targets(targets, num_images: int, num_classes: int) -> None:
+    """Check detection targets and raise ``ValueError`` naming the image and box index.
+
+    Each target is a dict with ``boxes`` float [N, 4] (x1, y1, x2, y2 with x2 > x1 and
+    y2 > y1, finite) and ``labels`` int64 [N] in 1..num_classes. N = 0 is valid.
+    The checks run on whole tensors; only the error path looks at individual boxes.
+    """
+    if targets is None:
+        raise ValueError("targets are required to compute losses: list of dicts with 'boxes' and 'labels'")
+    if not isinstance(targets, (list, tuple)) or len(targets) != num_images:
+        got = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
+        raise ValueError(f"expected a list of {num_images} target dicts (one per image), got {got}")
+    for i, target in enumerate(targets):
+        if not isinstance(target, dict) or "boxes" not in target or "labels" not in target:
+            raise ValueError(f"target {i}: expected a dict with 'boxes' [N, 4] and 'labels' [N]")
+        boxes, labels = target["boxes"], target["labels"]
+        if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4:
+            shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+            raise ValueError(f"target {i}: boxes must be a Tensor [N, 4] (x1, y1, x2, y2), got {shape}")
+        if not boxes.is_floating_point():
+            raise ValueError(f"target {i}: boxes must be floating point, got {boxes.dtype}")
+        if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != boxes.shape[0]:
+            shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+            raise ValueError(f"target {i}: labels must be a Tensor [{boxes.shape[0]}] matching boxes, got {shape}")
+        if labels.dtype != torch.int64:
+            raise ValueError(f"target {i}: labels must be int64, got {labels.dtype}")
+        if boxes.shape[0] == 0:
+            continue
+        finite = torch.isfinite(boxes).all(dim=1)
+        positive = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        bad = ~(finite & positive)
+        if bad.any():
+            j = int(bad.nonzero()[0, 0])
+            what = "non-finite" if not bool(finite[j]) else "degenerate (needs x2 > x1 and y2 > y1)"
+            raise ValueError(
+                f"target {i}, box {j}: {what} box {boxes[j].tolist()}; boxes are x1, y1, x2, y2 in "
+                "pixels; drop or fix it in the dataset (tools/check_dataset.py lists such boxes)"
+            )
+        out_of_range = (labels < 1) | (labels > num_classes)
+        if out_of_range.any():
+            j = int(out_of_range.nonzero()[0, 0])
+            raise ValueError(
+                f"target {i}, box {j}: label {int(labels[j])} is outside 1..{num_classes}; labels are "
+                f"1..K for K={num_classes} foreground classes, 0 is background and is never a target"
+            )
+
+
+class Detector(nn.Module):
+    """Base class: mode dispatch, input validation, ``loss``/``predict`` in either mode."""
+
+    num_classes: int
+
+    def forward(self, images, targets=None):
+        if self.training:
+            return self.loss(images, targets)
+        return self.predict(images)
+
+    def loss(self, images, targets) -> dict[str, Tensor]:
+        validate_images(images)
+        validate_targets(targets, len(images), self.num_classes)
+        return self._compute_losses(list(images), list(targets))
+
+    def predict(self, images) -> list[dict[str, Tensor]]:
+        validate_images(images)
+        was_training = self.training
+        if was_training:
+            self.eval()
+        try:
+            with torch.no_grad():
+                return self._compute_predictions(list(images))
+        finally:
+            if was_training:
+                self.train()
+
+    def _compute_losses(self, images: list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def _compute_predictions(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        raise NotImplementedError

@@ -1,0 +1,38 @@
+"""The flat name -> builder table for detectors.
+
+Config files name a detector by string (``model.name = "faster_rcnn"``); this table
+turns the string into a builder. Builders are referenced as ``"module:function"`` so
+that importing the table does not import every detector. Sub-modules (backbones,
+heads) are passed to builders as objects or resolved by their own tables; nothing else
+is looked up by string.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+_BUILDERS: dict[str, str] = {
+    # name            -> "module:function"
+    "faster_rcnn": "detect.modeling.faster_rcnn:build_faster_rcnn",
+}
+
+
+def list_detectors() -> list[str]:
+    """Names accepted by :func:`build_detector`, sorted."""
+    return sorted(_BUILDERS)
+
+
+def get_detector_builder(name: str) -> Callable:
+    if name not in _BUILDERS:
+        raise KeyError(f"unknown detector {name!r}; available: {', '.join(list_detectors())}")
+    module_name, func_name = _BUILDERS[name].split(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def build_detector(name: str, **kwargs):
+    """Build the detector registered under ``name`` with keyword options.
+
+    ``build_detector(**checkpoint["config"]["model"])`` rebuilds a saved model: the
+    model section of a config is exactly these keyword arguments plus ``name``.
+    """
+    return get_detector_builder(name)(**kwargs)
