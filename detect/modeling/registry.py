@@ -11,10 +11,21 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-_BUILDERS: dict[str, str] = {
+_BUILDERS: dict[str, "str | Callable"] = {
     # name            -> "module:function"
     "faster_rcnn": "detect.modeling.faster_rcnn:build_faster_rcnn",
 }
+
+
+def register_detector(name: str, builder: "str | Callable") -> None:
+    """Add a detector to the table: ``builder`` is a callable or ``"module:function"``.
+
+    For users' own detectors (and tests); a name that exists already is an error, so
+    a typo cannot silently replace a built-in.
+    """
+    if name in _BUILDERS:
+        raise KeyError(f"detector {name!r} is registered already")
+    _BUILDERS[name] = builder
 
 
 def list_detectors() -> list[str]:
@@ -25,7 +36,10 @@ def list_detectors() -> list[str]:
 def get_detector_builder(name: str) -> Callable:
     if name not in _BUILDERS:
         raise KeyError(f"unknown detector {name!r}; available: {', '.join(list_detectors())}")
-    module_name, func_name = _BUILDERS[name].split(":")
+    builder = _BUILDERS[name]
+    if callable(builder):
+        return builder
+    module_name, func_name = builder.split(":")
     return getattr(importlib.import_module(module_name), func_name)
 
 
