@@ -1,0 +1,58 @@
+"""Evaluators: COCO (pycocotools), Pascal VOC mAP, segmentation mIoU.
+
+    from detect.evaluation import build_evaluator, format_metrics
+    ev = build_evaluator("voc_area", dataset)    # "coco" | "voc07_11pt" | "voc_area" | "miou"
+    ev.reset()
+    for images, targets in loader:
+        ev.process(targets, model.predict(images))   # outputs in original image coordinates
+    metrics = ev.evaluate()                          # {"bbox/AP50": 0.87, "bbox/AP50-RBC": ..., ...}
+    print(format_metrics(metrics))
+
+The protocol, metric names and distributed behaviour are described in
+:mod:`detect.evaluation.base`; each metric's exact definition is in its module.
+"""
+from __future__ import annotations
+
+from detect.evaluation.base import DatasetEvaluator, format_metrics, gather_to_main
+from detect.evaluation.coco import COCOEvaluator, detections_to_coco_results, write_coco_results
+from detect.evaluation.segmentation import SemSegEvaluator, confusion_matrix, segmentation_metrics
+from detect.evaluation.voc import VOC_METRICS, VOCEvaluator, voc_ap, voc_evaluate
+
+METRICS = ("coco", *VOC_METRICS, "miou")
+
+__all__ = [
+    "METRICS",
+    "COCOEvaluator",
+    "DatasetEvaluator",
+    "SemSegEvaluator",
+    "VOCEvaluator",
+    "build_evaluator",
+    "confusion_matrix",
+    "detections_to_coco_results",
+    "format_metrics",
+    "gather_to_main",
+    "segmentation_metrics",
+    "voc_ap",
+    "voc_evaluate",
+    "write_coco_results",
+]
+
+
+def build_evaluator(metric: str, dataset, results_path=None) -> DatasetEvaluator:
+    """The evaluator named by a config's ``eval.metric`` for ``dataset``.
+
+    - ``"coco"``: :class:`COCOEvaluator` on ``dataset.to_coco()`` with
+      ``dataset.label_to_category_id``; ``results_path`` saves the COCO results JSON.
+    - ``"voc07_11pt"`` / ``"voc_area"``: :class:`VOCEvaluator` on
+      ``dataset.get_ground_truth``; ``results_path`` saves the detections as COCO JSON too.
+    - ``"miou"``: :class:`SemSegEvaluator` over ``dataset.class_names``.
+    """
+    if metric == "coco":
+        return COCOEvaluator.from_dataset(dataset, results_path=results_path)
+    if metric in VOC_METRICS:
+        return VOCEvaluator(dataset, use_07_metric=VOC_METRICS[metric], results_path=results_path)
+    if metric == "miou":
+        if results_path is not None:
+            raise ValueError("results_path saves box detections; the 'miou' metric has none to save")
+        return SemSegEvaluator(dataset.class_names)
+    raise ValueError(f"unknown evaluation metric {metric!r}; choose one of {', '.join(METRICS)}")
