@@ -7,13 +7,11 @@
 
 Each suite prints a markdown table (medians over repeats, ratio ours / torchvision)
 with the machine and command; docs/benchmarks.md records the figures.
+`python tools/benchmark.py SUITE --help` lists a suite's options.
 """
 import argparse
 import importlib
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SUITES = {
     "backbones": "detect.benchmarks.backbones",
@@ -23,13 +21,17 @@ SUITES = {
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="suite", required=True)
-    for name, module_name in SUITES.items():
-        module = importlib.import_module(module_name)
-        module.add_arguments(sub.add_parser(name, help=module.__doc__.splitlines()[0]))
-    args = parser.parse_args(argv)
-    importlib.import_module(SUITES[args.suite]).run(args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in SUITES:
+        parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("suite", choices=sorted(SUITES))
+        parser.parse_args(argv[:1])  # prints usage and exits
+        return
+    # Import only the chosen suite: each one pulls in its own models and data.
+    module = importlib.import_module(SUITES[argv[0]])
+    parser = argparse.ArgumentParser(prog=f"benchmark.py {argv[0]}", description=module.__doc__)
+    module.add_arguments(parser)
+    module.run(parser.parse_args(argv[1:]))
 
 
 if __name__ == "__main__":

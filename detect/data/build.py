@@ -1,0 +1,216 @@
+"""From the ``data`` section of a config to datasets and data loaders.
+
+``data_cfg`` (docs/ABSTRACTIONS.md, "Configs")::
+
+    data = dict(
+        format="coco" | "voc" | "yolo" | "shapes",
+        root=None,                      # default for every split (voc, shapes)
+        train=dict(...), val=dict(...), # per split; keys below override data-level ones
+        class_names=None,               # None: format default; "derive": from the train split
+        transforms=dict(train="train", val="eval"),   # preset name, dict(name=..., **options)
+        check_policy="raise",           # "raise" | "drop" | "clip"
+        filter_empty=False,             # "train" split only (set it in a split dict to force it)
+        masks=False, use_difficult=False,
+        shapes=dict(num_images=..., image_size=..., seed=...),   # format "shapes" only
+        batch_size=2, num_workers=2, aspect_ratio_grouping=True,  # read by the trainer
+    )
+
+Per-split keys by format:
+
+- ``coco``: ``image_dir``, ``ann_file``.
+- ``voc``: ``root`` (VOCdevkit/VOC2007-style folder), ``split`` (ImageSets/Main/<split>.txt,
+  default: the split name).
+- ``yolo``: ``image_dir`` (folder or list file), optional ``label_dir``.
+- ``shapes``: ``root``; generation options of :func:`detect.data.shapes.make_shapes` may sit
+  in ``data.shapes`` or in the split dict. The set is generated under ``root`` if it is not
+  there yet and then read with the COCO reader (``annotations/instances_<split>.json``).
+
+``build_dataloader`` returns a :class:`detect.data.loader.DetectionDataLoader`; call its
+``set_epoch(epoch)`` at the start of every epoch (it also reshuffles a DistributedSampler)
+so that order and augmentation depend only on ``(seed, rank, epoch)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_dataset", "build_dataloader", "resolve_split", "parse_split", "SplitSpec", "DATA_FORMATS"]
+
+DATA_FORMATS = ("coco", "voc", "yolo", "shapes")
+
+# Keys that may appear in data_cfg or a split dict and are not passed to a reader.
+_LOADER_KEYS = {"batch_size", "num_workers", "aspect_ratio_grouping", "seed", "pin_memory"}
+
+
+def _split_options(data_cfg: dict, split: str) -> dict:
+    if split not in data_cfg or data_cfg[split] is None:
+        present = [k for k in ("train", "val", "test") if isinstance(data_cfg.get(k), dict)]
+        raise KeyError(
+            f"data config has no {split!r} section (it has {present}); add "
+            f"data.{split}=dict(...) with the {data_cfg.get('format')!r} reader's keys"
+        )
+    options = data_cfg[split]
+    if not isinstance(options, dict):
+        raise TypeError(f"data.{split} must be a dict of reader options, got {type(options).__name__}")
+    return dict(options)
+
+
+@dataclass
+class SplitSpec:
+    """What a config's ``data`` section says about one split, with shapes already
+    generated (``format`` is then "coco"): the reader's source options (where the files
+    are) and the dataset options (how to load them)."""
+
+    format: str
+    source: dict
+    class_names: Any
+    transforms: Any
+    check_policy: str = "raise"
+    filter_empty: bool = False
+    masks: bool = False
+    options: dict = field(default_factory=dict)  # use_difficult, tolerance
+
+
+_SOURCE_KEYS = {"coco": ("image_dir", "ann_file"), "voc": ("root", "split"), "yolo": ("image_dir", "label_dir")}
+_DATASET_KEYS = {"coco": ("tolerance",), "voc": ("use_difficult", "tolerance"), "yolo": ("tolerance",)}
+
+
+def resolve_split(data_cfg: dict, split: str) -> SplitSpec:
+    """Resolve ``data_cfg`` for ``split`` (generating the shapes set when needed)."""
+    fmt = data_cfg.get("format")
+    if fmt not in DATA_FORMATS:
+        raise ValueError(f"data.format is {fmt!r}; expected one of {DATA_FORMATS}")
+    split_cfg = {**_data_level(data_cfg, fmt), **_split_options(data_cfg, split)}
+    for key in _LOADER_KEYS:
+        split_cfg.pop(key, None)
+    transforms_cfg = data_cfg.get("transforms") or {}
+    default = "train" if split == "train" else "eval"
+    transforms = split_cfg.pop(
+        "transforms", transforms_cfg.get(split, default) if isinstance(transforms_cfg, dict) else transforms_cfg)
+    spec = SplitSpec(
+        format=fmt, source={}, class_names=split_cfg.pop("class_names", None), transforms=transforms,
+        check_policy=split_cfg.pop("check_policy", data_cfg.get("check_policy", "raise")),
+        # Filtering empty images is a training choice; evaluating on a filtered split would
+        # hide false positives on empty images, so the data-level flag applies to "train" only.
+        filter_empty=bool(split_cfg.pop("filter_empty", data_cfg.get("filter_empty", False) if split == "train" else False)),
+        masks=bool(split_cfg.pop("masks", data_cfg.get("masks", False))),
+    )
+    if spec.class_names is None:
+        spec.class_names = _resolve_class_names(data_cfg, split)
+    if fmt == "shapes":
+        from detect.data.shapes import SHAPES_OPTIONS, make_shapes
+
+        root = split_cfg.pop("root", None)
+        if root is None:
+            raise KeyError("data.format 'shapes' needs data.root (where the set is generated)")
+        options = dict(data_cfg.get("shapes") or {})
+        options.update({k: split_cfg.pop(k) for k in list(split_cfg) if k in SHAPES_OPTIONS})
+        set_split = split_cfg.pop("split", "val" if split == "test" else split)
+        spec.options = {k: split_cfg.pop(k) for k in ("tolerance",) if k in split_cfg}
+        if split_cfg:
+            raise TypeError(f"data.{split} has keys {sorted(split_cfg)} that the shapes set does not take; "
+                            f"valid keys: root, split, tolerance, {sorted(SHAPES_OPTIONS)}")
+        root = Path(make_shapes(root, **options))
+        spec.format = "coco"
+        spec.source = {"image_dir": root / "JPEGImages", "ann_file": root / "annotations" / f"instances_{set_split}.json"}
+        return spec
+    if fmt == "voc":
+        split_cfg.setdefault("split", split)
+    spec.source = {k: split_cfg.pop(k) for k in _SOURCE_KEYS[fmt] if k in split_cfg}
+    spec.options = {k: split_cfg.pop(k) for k in _DATASET_KEYS[fmt] if k in split_cfg}
+    if split_cfg:
+        valid = sorted(_SOURCE_KEYS[fmt] + _DATASET_KEYS[fmt]
+                       + ("class_names", "transforms", "check_policy", "filter_empty", "masks"))
+        raise TypeError(f"data.{split} has keys {sorted(split_cfg)} that the {fmt!r} reader does not take; "
+                        f"valid keys: {valid}")
+    required = {"coco": ("image_dir", "ann_file"), "voc": ("root",), "yolo": ("image_dir",)}[fmt]
+    missing = [k for k in required if k not in spec.source]
+    if missing:
+        raise KeyError(f"data.{split} for format {fmt!r} needs {missing} (in data.{split} or at data level)")
+    return spec
+
+
+def _resolve_class_names(data_cfg: dict, split: str):
+    """``"derive"`` for a non-train split means "the train split's classes", so that the
+    label <-> name mapping of validation can never differ from the one of training."""
+    names = data_cfg.get("class_names")
+    if names != "derive" or split == "train" or not isinstance(data_cfg.get("train"), dict):
+        return names
+    if data_cfg["format"] == "voc":
+        from detect.data.voc import derive_voc_class_names
+
+        train = resolve_split({**data_cfg, "class_names": None}, "train")
+        return derive_voc_class_names(train.source["root"], train.source.get("split", "train"))
+    return names
+
+
+def _data_level(data_cfg: dict, fmt: str) -> dict:
+    """Defaults the data level gives every split: ``root`` (voc, shapes), ``use_difficult``, ``tolerance``."""
+    keys = {"voc": ("root", "use_difficult"), "shapes": ("root",)}.get(fmt, ()) + ("tolerance",)
+    return {k: data_cfg[k] for k in keys if data_cfg.get(k) is not None}
+
+
+def parse_split(spec: SplitSpec):
+    """The raw :class:`~detect.data.annotations.Annotations` of a resolved split (no checks applied)."""
+    from detect.data.coco import parse_coco
+    from detect.data.voc import parse_voc
+    from detect.data.yolo import parse_yolo
+
+    if spec.format == "coco":
+        return parse_coco(spec.source["image_dir"], spec.source["ann_file"], spec.class_names)
+    if spec.format == "voc":
+        return parse_voc(spec.source["root"], spec.source["split"], spec.class_names, masks=spec.masks)
+    return parse_yolo(spec.source["image_dir"], spec.class_names, spec.source.get("label_dir"))
+
+
+def build_dataset(data_cfg: dict, split: str):
+    """Build the dataset of ``split`` ("train", "val", "test", ...) from a config's ``data``."""
+    from detect.data.coco import CocoDetection
+    from detect.data.transforms import build_transforms
+    from detect.data.voc import VOCDetection
+    from detect.data.yolo import YoloDetection
+
+    spec = resolve_split(data_cfg, split)
+    reader = {"coco": CocoDetection, "voc": VOCDetection, "yolo": YoloDetection}[spec.format]
+    return reader(
+        **spec.source, transforms=build_transforms(spec.transforms), class_names=spec.class_names,
+        check_policy=spec.check_policy, filter_empty=spec.filter_empty, masks=spec.masks, **spec.options,
+    )
+
+
+def build_dataloader(
+    dataset,
+    *,
+    batch_size: int,
+    train: bool,
+    num_workers: int = 0,
+    seed: int = 0,
+    distributed: bool = False,
+    aspect_ratio_grouping: bool = True,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+    **loader_kwargs: Any,
+):
+    """A :class:`~detect.data.loader.DetectionDataLoader` yielding ``(images, targets)`` lists.
+
+    train=True: shuffled (seeded by ``seed``, the rank and the epoch), batches grouped by
+    aspect ratio (``w >= h`` vs ``w < h``) when ``aspect_ratio_grouping``, augmentation
+    seeded per worker. train=False: dataset order, no grouping; under ``distributed`` each
+    rank gets a contiguous shard without the padding duplicates of DistributedSampler, so
+    every image is evaluated exactly once.
+    """
+    from detect.data.loader import DetectionDataLoader
+
+    return DetectionDataLoader(
+        dataset,
+        batch_size=batch_size,
+        train=train,
+        num_workers=num_workers,
+        seed=seed,
+        distributed=distributed,
+        aspect_ratio_grouping=aspect_ratio_grouping,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        **loader_kwargs,
+    )

@@ -1,0 +1,229 @@
+"""The base class of every detection dataset.
+
+A reader parses its source into an :class:`~detect.data.annotations.Annotations` table
+and hands it to :class:`DetectionDataset`, which checks it (:mod:`detect.data.checks`),
+applies the ``check_policy``, optionally filters images without objects, and then serves
+items and ground truth. Nothing is decoded until ``__getitem__``.
+
+Item contract (docs/ABSTRACTIONS.md, "Dataset items"): ``dataset[i]`` is
+``(Tensor[3, H, W] float32 0..1 RGB, target)`` with
+
+- ``boxes`` float32 [N, 4]: xyxy continuous pixels of the returned image; crowd objects
+  (COCO ``iscrowd``) are never in it, VOC ``difficult`` ones only with ``use_difficult``;
+- ``labels`` int64 [N] in 1..K;
+- ``image_id`` int: the source's id (COCO) or the index-based id the reader assigns;
+- ``orig_size`` int64 [2]: ``(H, W)`` of the image file;
+- ``masks`` int64 [H, W] (0 background, 1..K, 255 ignore) when built with ``masks=True``.
+
+Augmentation is seeded per item from torch's random generator of the process that loads
+it (see ``__getitem__``), so ``torch.manual_seed`` makes items reproducible and DataLoader
+workers never repeat each other's augmentations.
+
+Evaluation reads ``get_ground_truth(i)`` (original coordinates, crowd and difficult
+objects included and flagged) or ``to_coco()``; neither decodes images.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from detect.data.annotations import Annotations, coco_from_dict, to_coco_dict
+from detect.data.checks import DatasetError, Problem, apply_policy, check_policy_name, find_problems
+from detect.data.image_io import read_image, to_tensor
+
+__all__ = ["DetectionDataset"]
+
+logger = logging.getLogger("detect.data")
+
+
+class DetectionDataset(Dataset):
+    """Items and ground truth of one split.
+
+    Args:
+        annotations: the parsed split (see :class:`~detect.data.annotations.Annotations`).
+        transforms: ``None`` (no change), or a callable
+            ``(image, boxes, labels, mask) -> (image, boxes, labels, mask)`` on numpy data,
+            e.g. from :func:`detect.data.transforms.build_transforms`.
+        check_policy: ``"raise"`` | ``"drop"`` | ``"clip"`` (see :mod:`detect.data.checks`).
+        filter_empty: drop images without any training object (after the policy); the
+            count is logged. Images without objects are valid negatives, so the default
+            keeps them.
+        use_difficult: put VOC ``difficult`` objects into training targets too.
+        masks: add a semantic ``masks`` target (the reader must support it).
+        tolerance: boxes at most this many pixels outside the image are clipped silently.
+
+    Attributes:
+        class_names, label_to_category_id, category_id_to_label, image_ids, problems
+        (every problem found at load, also the ones the policy handled), check_counts.
+    """
+
+    def __init__(
+        self,
+        annotations: Annotations,
+        *,
+        transforms=None,
+        check_policy: str = "raise",
+        filter_empty: bool = False,
+        use_difficult: bool = False,
+        masks: bool = False,
+        tolerance: float = 1.0,
+    ):
+        check_policy_name(check_policy)
+        result = find_problems(annotations, tolerance=tolerance)
+        self.problems: list[Problem] = result.problems
+        ann, self.check_counts = apply_policy(annotations, result, check_policy)
+        train_objects = ~ann.iscrowd & (use_difficult | ~ann.difficult)
+        has_objects = np.bincount(ann.object_image[train_objects], minlength=ann.num_images) > 0
+        num_empty = int((~has_objects).sum())
+        if filter_empty and num_empty:
+            ann = ann.select(keep_images=has_objects)
+            train_objects = ~ann.iscrowd & (use_difficult | ~ann.difficult)
+            logger.info("%s: filter_empty=True removed %d of %d image(s) without objects",
+                        ann.location, num_empty, num_empty + ann.num_images)
+        elif num_empty:
+            logger.info("%s: %d of %d image(s) have no objects (kept; filter_empty=True removes them)",
+                        ann.location, num_empty, ann.num_images)
+        self.check_counts["empty_images"] = 0 if filter_empty else num_empty
+        self.check_counts["filtered_empty"] = num_empty if filter_empty else 0
+        if ann.num_images == 0:
+            raise DatasetError(
+                ann.location,
+                [Problem("empty_dataset", ann.location, None, None,
+                         f"no image left after check_policy={check_policy!r}"
+                         + (" and filter_empty=True" if filter_empty else "")
+                         + f" ({annotations.num_images} listed)")],
+                check_policy,
+                hint="Check the paths and the split in the config; `python tools/check_dataset.py` shows what was found.",
+            )
+        # Paths as one numpy string buffer rather than a list of Python strings: DataLoader
+        # workers read them without touching (and so copying) per-object refcounts.
+        ann.file_paths = np.asarray(ann.file_paths, dtype=str)
+        ann.annotation_files = np.asarray(ann.annotation_files, dtype=str)
+        self.annotations = ann
+        self.transforms = transforms
+        self.masks = bool(masks)
+        self.use_difficult = bool(use_difficult)
+        self._train_objects = train_objects
+        self._starts, self._ends = ann.object_ranges()
+        self._coco = None
+
+    # ----------------------------------------------------------------- metadata
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.annotations.class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.annotations.class_names)
+
+    @property
+    def label_to_category_id(self) -> dict[int, int]:
+        return {k + 1: int(c) for k, c in enumerate(self.annotations.category_ids)}
+
+    @property
+    def category_id_to_label(self) -> dict[int, int]:
+        return {int(c): k + 1 for k, c in enumerate(self.annotations.category_ids)}
+
+    @property
+    def image_ids(self) -> list[int]:
+        return self.annotations.image_ids.tolist()
+
+    @property
+    def image_sizes(self) -> np.ndarray:
+        """``int64 [N, 2]`` of ``(H, W)`` from the annotations (for aspect-ratio grouping)."""
+        return np.stack([self.annotations.heights, self.annotations.widths], axis=1)
+
+    def __len__(self) -> int:
+        return self.annotations.num_images
+
+    def get_image_info(self, index: int) -> dict:
+        ann = self.annotations
+        return {
+            "file_name": str(ann.file_paths[index]),
+            "height": int(ann.heights[index]),
+            "width": int(ann.widths[index]),
+            "image_id": int(ann.image_ids[index]),
+        }
+
+    def get_ground_truth(self, index: int) -> dict:
+        """Every object of image ``index`` in original coordinates, crowd and difficult
+        ones included and flagged: ``boxes`` float32 [M, 4], ``labels`` int64 [M],
+        ``image_id``, ``iscrowd`` bool [M], ``difficult`` bool [M]."""
+        ann = self.annotations
+        rows = slice(self._starts[index], self._ends[index])
+        return {
+            "boxes": torch.from_numpy(ann.boxes[rows].astype(np.float32)).reshape(-1, 4),
+            "labels": torch.from_numpy(ann.labels[rows].astype(np.int64)),
+            "image_id": int(ann.image_ids[index]),
+            "iscrowd": torch.from_numpy(ann.iscrowd[rows].copy()),
+            "difficult": torch.from_numpy(ann.difficult[rows].copy()),
+        }
+
+    def to_coco(self):
+        """Ground truth as a ``pycocotools.coco.COCO`` in the source's image and category
+        ids (see :func:`detect.data.annotations.to_coco_dict`). Built once, then cached."""
+        if self._coco is None:
+            self._coco = coco_from_dict(to_coco_dict(self.annotations))
+        return self._coco
+
+    # ----------------------------------------------------------------- items
+    def load_image(self, index: int) -> np.ndarray:
+        """The decoded ``[H, W, 3] uint8`` RGB image, checked against the annotated size."""
+        ann = self.annotations
+        image_id = int(ann.image_ids[index])
+        image = read_image(ann.file_paths[index], image_id)
+        height, width = image.shape[:2]
+        if height != ann.heights[index] or width != ann.widths[index]:
+            raise DatasetError(
+                ann.location,
+                [Problem("size_mismatch", ann.annotation_files[index], image_id, None,
+                         f"{ann.file_paths[index]} decodes to {width}x{height} (w x h) but the annotation "
+                         f"says {ann.widths[index]}x{ann.heights[index]}")],
+                hint="The boxes would be misplaced. Fix the size in the annotation (an EXIF rotation "
+                     "swaps width and height; read_image applies it) or re-export the image.",
+            )
+        return image
+
+    def load_mask(self, index: int, height: int, width: int) -> np.ndarray:
+        """Semantic mask ``uint8 [H, W]`` (0 background, 1..K, 255 ignore); readers override."""
+        raise NotImplementedError(f"{type(self).__name__} has no masks")
+
+    def __getitem__(self, index: int):
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} images")
+        index = index % len(self)
+        ann = self.annotations
+        image = self.load_image(index)
+        height, width = image.shape[:2]
+        rows = slice(self._starts[index], self._ends[index])
+        train = self._train_objects[rows]
+        boxes = ann.boxes[rows][train].astype(np.float32)
+        labels = ann.labels[rows][train]
+        mask = self.load_mask(index, height, width) if self.masks else None
+        if self.transforms is not None:
+            if hasattr(self.transforms, "set_seed"):
+                # Augmentation randomness comes from torch's RNG of the loading process:
+                # DataLoader seeds every worker differently (from its generator), and in
+                # the main process it is the global RNG that trainers seed and checkpoint.
+                # So no two workers repeat each other's augmentations, with any DataLoader.
+                self.transforms.set_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
+            image, boxes, labels, mask = self.transforms(image, boxes, labels, mask)
+        target = {
+            "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)).reshape(-1, 4),
+            "labels": torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)).reshape(-1),
+            "image_id": int(ann.image_ids[index]),
+            "orig_size": torch.tensor([height, width], dtype=torch.int64),
+        }
+        if mask is not None:
+            target["masks"] = torch.from_numpy(mask.astype(np.int64))
+        return to_tensor(image), target
+
+    def __repr__(self) -> str:
+        ann = self.annotations
+        return (
+            f"{type(self).__name__}({ann.location!r}, images={len(self)}, objects={ann.num_objects}, "
+            f"classes={self.class_names[:6]}{'...' if self.num_classes > 6 else ''}, transforms={self.transforms!r})"
+        )

@@ -1,0 +1,225 @@
+"""Pascal VOC-layout detection datasets (XML parsed with the standard library).
+
+Layout under ``root`` (e.g. ``VOCdevkit/VOC2007``)::
+
+    JPEGImages/<id>.jpg                 images (else the XML's <filename>)
+    Annotations/<id>.xml                one per image
+    ImageSets/Main/<split>.txt          image ids of a split
+    ImageSets/Segmentation/<split>.txt  ids with masks (used when masks=True)
+    SegmentationClass/<id>.png          palette PNG: index k = label k, 255 = ignore
+
+- VOC boxes are 1-based inclusive pixel indices: ``xmin=1, xmax=10`` covers pixels 1..10,
+  i.e. the continuous span 0..10. So ``(x1, y1, x2, y2) = (xmin - 1, ymin - 1, xmax, ymax)``
+  (``1 1 10 10`` -> ``0 0 10 10``). A box with ``xmax == xmin`` marks a single point and is
+  reported as ``zero_size_box``.
+- ``difficult`` objects are kept for evaluation (``get_ground_truth``, ``to_coco``) and
+  left out of training targets unless ``use_difficult=True``.
+- Classes: ``class_names=None`` means the 20 VOC classes (label k = ``VOC_CLASSES[k-1]``);
+  a list is used as given; ``"derive"`` takes the sorted names found in this split's
+  annotations (the data loader derives validation classes from the train split, see
+  :func:`detect.data.build.build_dataset`). Names the list lacks are
+  ``unknown_category`` problems. Category ids are the labels (label k <-> k).
+- Image ids are positions in the split file (0, 1, ...).
+"""
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from detect.data.annotations import Annotations, ObjectTableBuilder
+from detect.data.checks import Problem, list_existing_files
+from detect.data.dataset import DetectionDataset
+from detect.data.image_io import ImageReadError, read_image_size
+
+__all__ = ["VOC_CLASSES", "VOCDetection", "parse_voc", "derive_voc_class_names", "read_split_ids"]
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+
+
+def read_split_ids(root, split: str, task: str = "Main") -> tuple[list[str], Path]:
+    split_file = Path(root) / "ImageSets" / task / f"{split}.txt"
+    if not split_file.is_file():
+        folder = split_file.parent
+        available = sorted(p.stem for p in folder.glob("*.txt")) if folder.is_dir() else []
+        raise FileNotFoundError(
+            f"VOC split file {split_file} does not exist"
+            + (f"; splits there: {available}" if available else f" (no {folder})")
+            + ". Check root and split in the config."
+        )
+    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    return ids, split_file
+
+
+def _text(node, tag: str, default=None):
+    child = node.find(tag)
+    return default if child is None or child.text is None else child.text.strip()
+
+
+def _parse_xml(xml_path: Path):
+    """``(filename, width, height, objects)``; objects are dicts or error strings."""
+    root = ET.parse(xml_path).getroot()
+    size = root.find("size")
+    try:
+        width = int(float(_text(size, "width", -1))) if size is not None else -1
+        height = int(float(_text(size, "height", -1))) if size is not None else -1
+    except ValueError:
+        width = height = -1
+    objects = []
+    for obj in root.iter("object"):
+        name = _text(obj, "name")
+        box = obj.find("bndbox")
+        if name is None or box is None:
+            objects.append(f"<object> without {'<name>' if name is None else '<bndbox>'}")
+            continue
+        try:
+            coords = tuple(float(_text(box, tag)) for tag in ("xmin", "ymin", "xmax", "ymax"))
+            difficult = bool(int(float(_text(obj, "difficult", 0) or 0)))
+        except (TypeError, ValueError):
+            values = {tag: _text(box, tag) for tag in ("xmin", "ymin", "xmax", "ymax")}
+            objects.append(f"bndbox {values} is not four numbers")
+            continue
+        objects.append({"name": name, "box": coords, "difficult": difficult})
+    return _text(root, "filename"), width, height, objects
+
+
+def _resolve_class_names(class_names, found_names) -> list[str]:
+    if class_names is None:
+        return list(VOC_CLASSES)
+    if isinstance(class_names, str):
+        if class_names != "derive":
+            raise ValueError(f"class_names must be None, 'derive' or a list of names, got {class_names!r}")
+        return sorted(set(found_names))
+    names = [str(n) for n in class_names]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"class_names lists {duplicates} more than once")
+    return names
+
+
+def parse_voc(root, split: str, class_names=None, *, masks: bool = False) -> Annotations:
+    """Parse a VOC split into an :class:`Annotations` table (XML only, no decoding)."""
+    root = Path(root)
+    ids, split_file = read_split_ids(root, split, "Segmentation" if masks else "Main")
+    image_folder = root / "JPEGImages"
+    existing = list_existing_files([str(image_folder / "x")])
+    problems: list[Problem] = []
+    builder = ObjectTableBuilder()
+    file_paths, xml_files, heights, widths, valid = [], [], [], [], []
+    for row, image_name in enumerate(ids):
+        xml_path = root / "Annotations" / f"{image_name}.xml"
+        xml_files.append(str(xml_path))
+        default_path = str(image_folder / f"{image_name}.jpg")
+        try:
+            filename, width, height, objects = _parse_xml(xml_path)
+        except (OSError, ET.ParseError) as exc:
+            problems.append(Problem("bad_annotation_file", str(xml_path), row, None, str(exc)))
+            file_paths.append(default_path)
+            heights.append(-1), widths.append(-1), valid.append(False)
+            continue
+        path = default_path
+        if path not in existing and filename and str(image_folder / filename) in existing:
+            path = str(image_folder / filename)
+        if (width <= 0 or height <= 0) and path in existing:
+            try:  # some tools write <size> 0 0; the header gives the truth cheaply
+                height, width = read_image_size(path, row)
+            except ImageReadError:
+                pass
+        file_paths.append(path)
+        heights.append(height), widths.append(width), valid.append(True)
+        for index, obj in enumerate(objects):
+            if isinstance(obj, str):
+                problems.append(Problem("malformed_annotation", str(xml_path), row, index, obj, noun="object"))
+                continue
+            builder.add(row, index, obj["box"], obj["name"], difficult=obj["difficult"])
+
+    table = builder.arrays()
+    names = _resolve_class_names(class_names, table["raw_categories"].tolist())
+    label_of = {n: k + 1 for k, n in enumerate(names)}
+    labels = np.asarray([label_of.get(n, 0) for n in table["raw_categories"].tolist()], dtype=np.int64)
+    raw = table["raw_boxes"]
+    boxes = raw - np.array([1.0, 1.0, 0.0, 0.0])  # 1-based inclusive -> 0-based continuous
+    problems.extend(_unused_class_warnings(names, labels, str(split_file)))
+    return Annotations(
+        source="voc", location=str(split_file), class_names=names, category_ids=list(range(1, len(names) + 1)),
+        file_paths=file_paths, annotation_files=xml_files, image_ids=np.arange(len(ids), dtype=np.int64),
+        heights=np.asarray(heights, dtype=np.int64), widths=np.asarray(widths, dtype=np.int64),
+        image_valid=np.asarray(valid, bool), boxes=boxes, labels=labels,
+        areas=(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
+        raw_box_format="bndbox (xmin, ymin, xmax, ymax)", object_noun="object", size_offset=1.0,
+        mask_paths=[str(root / "SegmentationClass" / f"{i}.png") for i in ids] if masks else None,
+        problems=problems, **table,
+    )
+
+
+def _unused_class_warnings(names, labels, location) -> list[Problem]:
+    counts = np.bincount(labels[labels > 0], minlength=len(names) + 1)[1:]
+    return [
+        Problem("unused_class", location, None, None, f"class {name!r} (label {k + 1}) has no object in this split",
+                severity="warning")
+        for k, name in enumerate(names) if counts[k] == 0
+    ]
+
+
+def derive_voc_class_names(root, split: str) -> list[str]:
+    """Sorted class names found in a split's XML files (what ``class_names="derive"`` uses)."""
+    return parse_voc(root, split, class_names="derive").class_names
+
+
+class VOCDetection(DetectionDataset):
+    """A Pascal VOC-layout split.
+
+    Args:
+        root: the folder holding ``JPEGImages``, ``Annotations``, ``ImageSets``
+            (e.g. ``VOCdevkit/VOC2007``).
+        split: name of ``ImageSets/Main/<split>.txt`` (``ImageSets/Segmentation`` with masks).
+        transforms: see :class:`~detect.data.dataset.DetectionDataset`.
+        class_names: ``None`` (the 20 VOC classes), a list, or ``"derive"``.
+        use_difficult: put ``difficult`` objects into training targets.
+        masks: add ``SegmentationClass`` masks (palette index = label, 255 = ignore).
+        check_policy, filter_empty, tolerance: see :class:`~detect.data.dataset.DetectionDataset`.
+
+    Example::
+
+        ds = VOCDetection("../shared/data/BCCD", "train", class_names=["RBC", "WBC", "Platelets"],
+                          check_policy="drop")
+    """
+
+    def __init__(self, root, split="train", transforms=None, *, class_names=None, use_difficult=False,
+                 check_policy="raise", filter_empty=False, masks=False, tolerance=1.0):
+        annotations = parse_voc(root, split, class_names, masks=masks)
+        if masks:
+            missing = [i for i, p in enumerate(annotations.mask_paths) if not os.path.isfile(p)]
+            annotations.problems.extend(
+                Problem("missing_image", annotations.annotation_files[i], int(annotations.image_ids[i]), None,
+                        f"segmentation mask {annotations.mask_paths[i]} does not exist")
+                for i in missing
+            )
+            annotations.image_valid[missing] = False
+        super().__init__(annotations, transforms=transforms, check_policy=check_policy, filter_empty=filter_empty,
+                         use_difficult=use_difficult, masks=masks, tolerance=tolerance)
+        self.root = Path(root)
+        self.split = split
+
+    def load_mask(self, index: int, height: int, width: int) -> np.ndarray:
+        from PIL import Image  # cv2 would expand the palette to colours; we need the indices
+
+        path = self.annotations.mask_paths[index]
+        try:
+            with Image.open(path) as im:
+                if im.mode not in ("P", "L"):
+                    raise ValueError(f"mode {im.mode}")
+                mask = np.asarray(im, dtype=np.uint8)
+        except (OSError, ValueError) as exc:
+            raise ImageReadError(f"cannot read segmentation mask {path} (image id {self.image_ids[index]}): {exc}; "
+                                 "VOC masks are palette ('P') or grayscale PNGs of class indices") from exc
+        if mask.shape != (height, width):
+            raise ValueError(f"segmentation mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                             f"{width}x{height} (image id {self.image_ids[index]})")
+        return mask

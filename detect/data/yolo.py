@@ -1,0 +1,180 @@
+"""YOLO-txt detection datasets (one ``.txt`` per image, normalised ``cx cy w h``).
+
+Layout (the ultralytics / darknet convention)::
+
+    <dataset>/images/<split>/<name>.jpg
+    <dataset>/labels/<split>/<name>.txt     "class cx cy w h" per line, all in 0..1 of the image
+
+- The label file of an image is found by replacing the last ``images`` folder of its path
+  with ``labels`` (or under ``label_dir`` when given, at the same relative path). No label
+  file means no objects (a background image), as in YOLO.
+- ``image_dir`` is a folder (its image files, sorted, recursively) or a ``.txt`` file
+  listing image paths (relative to the list's folder).
+- Class index ``c`` (0-based) becomes label ``c + 1``; an index outside ``0..K-1`` is a
+  ``label_out_of_range`` problem. Category ids are the labels (label k <-> k).
+- A line with more than five numbers (an odd count from seven on) is a segmentation
+  polygon ``c x1 y1 x2 y2 ...``; its box is the polygon's extent.
+- The files carry no image size, so each image's header is read (no decoding) at load.
+- Image ids are positions in the sorted list (0, 1, ...).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from detect.data.annotations import Annotations, ObjectTableBuilder
+from detect.data.checks import Problem
+from detect.data.dataset import DetectionDataset
+from detect.data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image_size
+
+__all__ = ["YoloDetection", "parse_yolo", "list_images", "label_path_for", "read_class_names"]
+
+
+def list_images(image_dir) -> list[Path]:
+    image_dir = Path(image_dir)
+    if image_dir.is_file():
+        base = image_dir.parent
+        return [(base / line.strip()).resolve() if not os.path.isabs(line.strip()) else Path(line.strip())
+                for line in image_dir.read_text().splitlines() if line.strip()]
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"YOLO image folder {image_dir} does not exist; check image_dir in the config")
+    return sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def label_path_for(image_path: Path, image_dir: Path, label_dir: Path | None) -> Path:
+    if label_dir is not None:
+        try:
+            relative = image_path.relative_to(image_dir)
+        except ValueError:
+            relative = Path(image_path.name)
+        return (label_dir / relative).with_suffix(".txt")
+    parts = list(image_path.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            return Path(*parts).with_suffix(".txt")
+    return image_path.with_suffix(".txt")  # darknet's older layout: labels beside the images
+
+
+def read_class_names(path) -> list[str]:
+    """Class names from a ``classes.txt`` (one per line) or a ``data.yaml`` (``names:``)."""
+    path = Path(path)
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        names = yaml.safe_load(path.read_text())["names"]
+        return [names[k] for k in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _parse_line(line: str):
+    """``(class_index, (cx, cy, w, h))`` or an error string."""
+    fields = line.split()
+    if len(fields) != 5 and not (len(fields) >= 7 and len(fields) % 2 == 1):
+        return f"{len(fields)} fields in {line.strip()!r}; expected 'class cx cy w h'"
+    try:
+        values = [float(v) for v in fields[1:]]
+        klass = float(fields[0])
+    except ValueError:
+        return f"{line.strip()!r} is not numbers"
+    if klass != int(klass):
+        return f"class index {fields[0]!r} is not an integer"
+    if len(values) == 4:
+        return int(klass), tuple(values)
+    xs, ys = values[0::2], values[1::2]
+    x1, x2, y1, y2 = min(xs), max(xs), min(ys), max(ys)
+    return int(klass), ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)
+
+
+def parse_yolo(image_dir, class_names, label_dir=None) -> Annotations:
+    image_dir = Path(image_dir)
+    label_dir = None if label_dir is None else Path(label_dir)
+    if class_names == "derive":
+        raise ValueError("YOLO labels hold class indices only, so class names cannot be derived from them: pass "
+                         "class_names=[...] (index c is class_names[c]) or a path to classes.txt / data.yaml")
+    if class_names is None or isinstance(class_names, (str, os.PathLike)):
+        class_names = read_class_names(class_names if class_names is not None else _find_class_file(image_dir, label_dir))
+    names = [str(n) for n in class_names]
+    images = list_images(image_dir)
+    base = image_dir.parent if image_dir.is_file() else image_dir
+    problems: list[Problem] = []
+    builder = ObjectTableBuilder()
+    file_paths, label_files, heights, widths, valid = [], [], [], [], []
+    for row, image_path in enumerate(images):
+        label_path = label_path_for(image_path, base, label_dir)
+        file_paths.append(str(image_path))
+        label_files.append(str(label_path))
+        try:
+            height, width = read_image_size(image_path, row)
+        except ImageReadError as exc:
+            kind = "missing_image" if not image_path.exists() else "unreadable_image"
+            problems.append(Problem(kind, str(label_path), row, None, str(exc)))
+            heights.append(-1), widths.append(-1), valid.append(False)
+            continue
+        heights.append(height), widths.append(width), valid.append(True)
+        if not label_path.is_file():
+            continue
+        for index, line in enumerate(label_path.read_text().splitlines()):
+            if not line.strip():
+                continue
+            parsed = _parse_line(line)
+            if isinstance(parsed, str):
+                problems.append(Problem("malformed_annotation", str(label_path), row, index, parsed, noun="line"))
+                continue
+            builder.add(row, index, parsed[1], parsed[0])
+    table = builder.arrays()
+    klass = np.asarray(table["raw_categories"].tolist(), dtype=np.int64).reshape(-1)
+    # A negative index is out of range too: keep it negative so the checks say so.
+    labels = np.where(klass >= 0, klass + 1, -1)
+    cxcywh = table["raw_boxes"]
+    size = np.stack([np.asarray(widths), np.asarray(heights)], axis=1)[table["object_image"]].astype(np.float64)
+    scale = np.concatenate([size, size], axis=1)
+    boxes = np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1) * scale
+    location = str(image_dir)
+    return Annotations(
+        source="yolo", location=location, class_names=names, category_ids=list(range(1, len(names) + 1)),
+        file_paths=file_paths, annotation_files=label_files, image_ids=np.arange(len(images), dtype=np.int64),
+        heights=np.asarray(heights, dtype=np.int64), widths=np.asarray(widths, dtype=np.int64),
+        image_valid=np.asarray(valid, bool), boxes=boxes, labels=labels.astype(np.int64),
+        areas=(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
+        raw_box_format="cx cy w h (normalised)", object_noun="line", problems=problems, **table,
+    )
+
+
+def _find_class_file(image_dir: Path, label_dir: Path | None) -> Path:
+    candidates = []
+    for folder in filter(None, [label_dir, image_dir if image_dir.is_dir() else image_dir.parent]):
+        for up in [folder, *list(folder.parents)[:2]]:
+            candidates += [up / "classes.txt", up / "data.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ValueError(
+        f"YOLO labels hold class indices only: pass class_names=[...] (index c is class_names[c]) or a path "
+        f"to classes.txt / data.yaml; none was found near {image_dir}"
+    )
+
+
+class YoloDetection(DetectionDataset):
+    """A YOLO-txt dataset (normalised ``class cx cy w h`` per line).
+
+    Args:
+        image_dir: folder of images (searched recursively) or a ``.txt`` list of image paths.
+        transforms: see :class:`~detect.data.dataset.DetectionDataset`.
+        class_names: list of names (index c is ``class_names[c]``), a path to ``classes.txt``
+            or ``data.yaml``, or ``None`` to look for one of those beside the data.
+        label_dir: folder of label files mirroring ``image_dir``; default: ``images`` ->
+            ``labels`` in each image path.
+        check_policy, filter_empty, tolerance: see :class:`~detect.data.dataset.DetectionDataset`.
+    """
+
+    def __init__(self, image_dir, transforms=None, *, class_names=None, label_dir=None, check_policy="raise",
+                 filter_empty=False, masks=False, tolerance=1.0):
+        if masks:
+            raise ValueError("YOLO-txt labels have no segmentation masks; use a COCO or VOC source for masks=True")
+        annotations = parse_yolo(image_dir, class_names, label_dir)
+        super().__init__(annotations, transforms=transforms, check_policy=check_policy, filter_empty=filter_empty,
+                         tolerance=tolerance)
+        self.image_dir = Path(image_dir)
