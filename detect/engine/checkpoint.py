@@ -1,0 +1,185 @@
+"""Checkpoint files: one ``torch.save`` file of tensors and plain data.
+
+Contract (docs/ABSTRACTIONS.md "Checkpoints")::
+
+    save_checkpoint(path, payload)      # atomic: temp file in the same directory, fsync, rename
+    payload = load_checkpoint(path)     # torch.load(weights_only=True); CheckpointError if bad
+
+A payload is a dict with these keys (:meth:`detect.engine.trainer.Trainer.checkpoint_payload`
+assembles it)::
+
+    format_version   1
+    library_version  detect.__version__ of the writer
+    model            the model's state_dict() (raw weights, what training resumes from)
+    optimizer        state_dict() of the optimizer, scheduler, AMP GradScaler, or None
+    scheduler, scaler
+    ema              {"state_dict", "updates", "decay", "tau"} of the weight average, or None
+    epoch            completed epochs
+    iteration        iterations done (batches trained on, skipped non-finite steps included)
+    rng              torch / cuda / numpy / python RNG states of rank 0 as tensors, tuples and
+                     ints (detect.engine.rng); rng_per_rank: every rank's, under torch.distributed
+    data_order       {"seed", "epoch", "next_batch", "num_batches", "world_size"}: where in the
+                     epoch's batch order a resumed run continues
+    config           the resolved config dict (config["model"] rebuilds the model)
+    class_names      list[str]; label k is class_names[k - 1]
+    color_order      "RGB"
+    box_format       "xyxy"
+    metrics          the last validation metrics (dict[str, float]) or {}
+    best             {"metric", "value", "epoch", "iteration"} of best.pth so far, or None
+
+Only tensors and plain Python data are stored, so every checkpoint loads with
+``torch.load(weights_only=True)`` and loading one never runs code from the file.
+
+When EMA is enabled the evaluated weights are the EMA ones: :func:`inference_state_dict`
+returns them (and the raw ``model`` weights otherwise); use it for evaluation and inference.
+
+Crash safety: :func:`save_checkpoint` writes ``.<name>.<pid>.tmp`` next to the target,
+flushes and fsyncs it, then ``os.replace``-s it over the target and fsyncs the directory,
+so a crash at any point leaves either the previous complete file or the new one.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+FORMAT_VERSION = 1
+LAST_NAME = "last.pth"
+BEST_NAME = "best.pth"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable, corrupt, truncated or of the wrong kind."""
+
+
+def save_checkpoint(path, payload: Mapping[str, Any]) -> Path:
+    """Write ``payload`` to ``path`` atomically and return the path.
+
+    The file appears under its final name only once it is complete and on disk; the
+    previous file of that name (if any) survives any failure during the write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(dict(payload), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path, map_location="cpu", *, require_model: bool = True) -> dict:
+    """Read a checkpoint with ``torch.load(weights_only=True)`` and check its layout.
+
+    Raises :class:`CheckpointError` naming the file when it does not exist, is truncated
+    or corrupt, holds something other than tensors and plain data, or is not a checkpoint
+    of this library (no ``model`` state dict) while ``require_model`` is set.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    corrupt = (
+        f"checkpoint {path}: cannot be read, the file is corrupt or truncated ({{}}); "
+        "use an earlier checkpoint (last.pth / best.pth) or retrain"
+    )
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one has no directory
+        raise CheckpointError(corrupt.format(f"not a complete torch.save archive, {path.stat().st_size} bytes"))
+    try:  # torch.load does not check the archive's CRC-32s; a flipped bit would load silently
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise CheckpointError(corrupt.format(f"{type(err).__name__}: {_first_line(err)}")) from err
+    if damaged is not None:
+        raise CheckpointError(corrupt.format(f"checksum mismatch in {damaged}"))
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only refuses pickled classes and functions
+        raise CheckpointError(
+            f"checkpoint {path}: holds pickled Python objects, not only tensors and plain data "
+            f"({_unsupported_global(err)}); checkpoints of this library load with torch.load(weights_only=True)"
+        ) from err
+    except Exception as err:
+        raise CheckpointError(corrupt.format(f"{type(err).__name__}: {_first_line(err)}")) from err
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"checkpoint {path}: expected a dict, found {type(payload).__name__}")
+    if require_model:
+        model_state = payload.get("model")
+        if not isinstance(model_state, Mapping) or not all(isinstance(v, Tensor) for v in model_state.values()):
+            raise CheckpointError(
+                f"checkpoint {path}: no 'model' state dict; it is not a checkpoint written by detect "
+                f"(keys: {sorted(map(str, payload))[:10]})"
+            )
+        version = payload.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint {path}: format_version {version!r}, this library reads {FORMAT_VERSION}"
+            )
+    return payload
+
+
+def _unsupported_global(err: BaseException) -> str:
+    for line in str(err).splitlines():
+        if "Unsupported global" in line:
+            return line.strip().removeprefix("WeightsUnpickler error: ")
+    return _first_line(err)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def inference_state_dict(payload: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The weights to evaluate or deploy: the EMA weights when the run kept an EMA."""
+    ema = payload.get("ema")
+    if isinstance(ema, Mapping) and isinstance(ema.get("state_dict"), Mapping):
+        return dict(ema["state_dict"])
+    return dict(payload["model"])
+
+
+def state_dict_from_file(path, map_location="cpu") -> dict[str, Tensor]:
+    """Model weights from a detect checkpoint (EMA preferred) or a bare state dict file.
+
+    Bare state dicts (a dict of tensors, e.g. torchvision's detection weights) are
+    accepted so that ``--weights`` can start from them; the detector's own loader
+    (``detect.modeling.weights.load_detector_weights``) converts and fits them.
+    """
+    payload = load_checkpoint(path, map_location, require_model=False)
+    if "model" in payload and isinstance(payload["model"], Mapping):
+        return inference_state_dict(payload)
+    if payload and all(isinstance(v, Tensor) for v in payload.values()):
+        return payload
+    raise CheckpointError(
+        f"checkpoint {path}: neither a detect checkpoint (with a 'model' key) nor a state dict of tensors"
+    )
+
+
+def find_last_checkpoint(output_dir) -> Path | None:
+    """``<output_dir>/last.pth`` if it exists (what ``--resume auto`` takes), else None."""
+    candidate = Path(output_dir) / LAST_NAME
+    return candidate if candidate.is_file() else None
