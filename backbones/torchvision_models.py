@@ -1,0 +1,294 @@
+"""Any torchvision classification model as a backbone: ``build_backbone("tv:<name>")``.
+
+The model is built by ``torchvision.models.get_model(name, weights=None, **kwargs)``; its
+feature trunk (the layers before global pooling, e.g. ``features`` for VGG/MobileNet/
+EfficientNet/ConvNeXt, ``conv1``..``layer4`` for ResNets) is kept under torchvision's own
+attribute names, so torchvision state dicts load unchanged, and its classifier is dropped
+(its keys in a weights file are ignored and logged).
+
+Stages map to ``cN`` by stride: the trunk runs as a sequence of units (the children of
+``features`` and the like), the stride of each unit's output is measured once at build time
+(on the meta device, without computing), and ``cN`` is the output of the **last unit at
+stride 2**N**. So ``tv:vgg16``'s ``c4`` is conv5_3 + ReLU (``features.29``, the feature the
+Faster R-CNN paper uses) and its ``c5`` the last max-pool; ``tv:resnet50``'s ``c2..c5`` are
+``layer1..layer4``; ``tv:mobilenet_v3_large``'s ``c4`` is ``features.12``. Every available
+``cN`` is listed by :attr:`TorchvisionBackbone.available_channels`; ``c2`` and above are
+returned by default. Swin's channels-last trunk outputs are returned as ``[B, C, H, W]``
+views. ViT has no multi-stride feature maps and is rejected.
+
+``frozen_stages=k`` freezes every unit whose output stride is at most ``2**(k+1)`` (so 0 is
+the stride-2 stem, which a model entering directly at stride 4, such as Swin or ConvNeXt,
+does not have). ``norm="frozen_bn"`` swaps every BatchNorm2d for a FrozenBatchNorm2d;
+``norm="gn"`` is not offered, since it would not match the torchvision weights.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from backbones.base import Backbone
+from backbones.norm import check_norm, convert_frozen_batchnorm
+
+logger = logging.getLogger("backbones")
+
+
+@dataclass(frozen=True)
+class TrunkSpec:
+    """How to run one torchvision family as a sequence of units.
+
+    ``modules``: top-level attributes in execution order; a Sequential or ModuleList among
+    them contributes each child as a unit. ``final_relu``: the model applies a functional ReLU
+    after the trunk (DenseNet). ``transform_input``: the model re-normalises its input first
+    (GoogLeNet, Inception v3). ``channels_last``: units produce ``[B, H, W, C]`` (Swin).
+    ``probe_size``: input size for measuring strides (MaxViT only runs at 224)."""
+
+    modules: tuple[str, ...]
+    final_relu: bool = False
+    transform_input: bool = False
+    channels_last: bool = False
+    probe_size: int = 448
+
+
+_RESNET = TrunkSpec(("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"))
+_FEATURES = TrunkSpec(("features",))
+#: family prefix -> trunk; the first matching prefix wins.
+TRUNKS: dict[str, TrunkSpec] = {
+    "alexnet": _FEATURES,
+    "vgg": _FEATURES,
+    "squeezenet": _FEATURES,
+    "densenet": TrunkSpec(("features",), final_relu=True),
+    "efficientnet": _FEATURES,
+    "mobilenet": _FEATURES,
+    "convnext": _FEATURES,
+    "mnasnet": TrunkSpec(("layers",)),
+    "regnet": TrunkSpec(("stem", "trunk_output")),
+    "resnet": _RESNET,
+    "resnext": _RESNET,
+    "wide_resnet": _RESNET,
+    "shufflenet": TrunkSpec(("conv1", "maxpool", "stage2", "stage3", "stage4", "conv5")),
+    "googlenet": TrunkSpec(("conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a",
+                            "inception3b", "maxpool3", "inception4a", "inception4b", "inception4c",
+                            "inception4d", "inception4e", "maxpool4", "inception5a", "inception5b"),
+                           transform_input=True),
+    "inception": TrunkSpec(("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1",
+                            "Conv2d_3b_1x1", "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c",
+                            "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
+                            "Mixed_7a", "Mixed_7b", "Mixed_7c"), transform_input=True),
+    "swin": TrunkSpec(("features", "norm"), channels_last=True),
+    "maxvit": TrunkSpec(("stem", "blocks"), probe_size=224),
+}
+#: Families without a multi-stride convolutional trunk.
+UNSUPPORTED = {"vit": "ViT has a single stride-16 token map and no multi-stride features"}
+
+
+def torchvision_classifiers() -> list[str]:
+    """Names of torchvision's classification models (``tv:<name>`` accepts the supported ones)."""
+    import torchvision.models
+
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def trunk_spec(model_name: str) -> TrunkSpec:
+    for prefix, reason in UNSUPPORTED.items():
+        if model_name.startswith(prefix):
+            raise ValueError(f"tv:{model_name} cannot be a backbone: {reason}")
+    for prefix, spec in TRUNKS.items():
+        if model_name.startswith(prefix):
+            return spec
+    raise ValueError(f"tv:{model_name}: no trunk known for this torchvision family; supported "
+                     f"families: {', '.join(TRUNKS)}")
+
+
+def _units(model: nn.Module, spec: TrunkSpec) -> list[tuple[str, nn.Module]]:
+    units = []
+    for name in spec.modules:
+        module = getattr(model, name)
+        if isinstance(module, (nn.Sequential, nn.ModuleList)):
+            units.extend((f"{name}.{child}", m) for child, m in module.named_children())
+        else:
+            units.append((name, module))
+    return units
+
+
+class _InputTransform(nn.Module):
+    """torchvision's ``transform_input`` of GoogLeNet / Inception v3: ImageNet-normalised
+    input to the ``(x - 0.5) / 0.5`` scale of Google's weights."""
+
+    def __init__(self):
+        super().__init__()
+        from backbones.googlenet import _IMAGENET_MEAN, _IMAGENET_STD
+
+        self.register_buffer("scale", torch.tensor([s / 0.5 for s in _IMAGENET_STD]).reshape(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("shift", torch.tensor([(m - 0.5) / 0.5 for m in _IMAGENET_MEAN]).reshape(1, 3, 1, 1),
+                             persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale + self.shift
+
+
+def _measure(units: Sequence[tuple[str, nn.Module]], spec: TrunkSpec, size: int,
+             device: str | torch.device) -> list[tuple[int, int]]:
+    """``(stride, channels)`` of every unit's output for a ``size`` x ``size`` input.
+
+    On the meta device the units run with meta copies of their tensors (shapes only, no
+    arithmetic and no data copied)."""
+    x = torch.zeros(1, 3, size, size, device=device)
+    shapes = []
+    for _, unit in units:
+        if torch.device(device).type == "meta":
+            tensors = {name: t.to("meta") for name, t in
+                       [*unit.named_parameters(), *unit.named_buffers()]}
+            x = torch.func.functional_call(unit, tensors, (x,))
+        else:
+            x = unit(x)
+        height, channels = (x.shape[1], x.shape[3]) if spec.channels_last else (x.shape[2], x.shape[1])
+        shapes.append((2 ** round(math.log2(size / height)), int(channels)))
+    return shapes
+
+
+def _probe(model_name: str, spec: TrunkSpec, model: nn.Module) -> list[tuple[int, int]]:
+    """Unit strides and channels, measured on the meta device (free), else on the CPU."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            try:
+                return _measure(_units(model, spec), spec, spec.probe_size, "meta")
+            except Exception as exc:  # an op without a meta kernel: measure for real
+                logger.debug("meta probe of %s failed (%s); probing on the CPU", model_name, exc)
+                device = next(model.parameters()).device
+                return _measure(_units(model, spec), spec, 224, device)
+    finally:
+        model.train(was_training)
+
+
+class TorchvisionBackbone(Backbone):
+    """A torchvision classifier's trunk returning ``cN`` features (see the module docstring).
+
+    Args:
+        model_name (str): a torchvision classification model, e.g. "vgg16", "densenet121".
+        norm (str): "bn" (as built) or "frozen_bn".
+        frozen_stages (int): -1 nothing; k freezes every unit up to stride ``2**(k+1)``.
+        out_features (Sequence[str] | None): subset of the available ``cN``; default every one
+            with stride >= 4.
+        model (nn.Module | None): an existing instance of torchvision's ``model_name`` class
+            (a fine-tuned classifier, say) to wrap instead of building one; its trunk modules
+            are taken over, not copied.
+        **model_kwargs: passed to ``torchvision.models.get_model`` (e.g. ``width_mult``,
+            ``stochastic_depth_prob``). GoogLeNet and Inception v3 default to
+            ``aux_logits=False`` and ``transform_input=True`` (what their torchvision
+            weights expect).
+    """
+
+    def __init__(self, model_name: str, norm: str = "bn", frozen_stages: int = -1,
+                 out_features: Sequence[str] | None = None, model: nn.Module | None = None,
+                 **model_kwargs):
+        super().__init__()
+        from torchvision.models import get_model
+
+        available_models = torchvision_classifiers()
+        if model_name not in available_models:
+            raise ValueError(f"tv:{model_name} is not a torchvision classification model; "
+                             f"available: {', '.join(available_models)}")
+        spec = trunk_spec(model_name)
+        norm = check_norm(norm)
+        if norm == "gn":
+            raise ValueError(f"tv:{model_name} supports norm='bn' or 'frozen_bn'; GroupNorm would "
+                             f"not match the torchvision weights")
+        self.model_name = model_name
+        self.torchvision_name = model_name
+        self.name = f"tv:{model_name}"
+        self.norm_type = norm
+        if model is None:
+            if spec.transform_input:
+                model_kwargs = {"aux_logits": False, "init_weights": True, "transform_input": True,
+                                **model_kwargs}
+            model = get_model(model_name, weights=None, **model_kwargs)
+            self.transform_input = bool(model_kwargs.get("transform_input", False))
+        else:
+            if model_kwargs:
+                raise ValueError(f"tv:{model_name}: pass either model= or model arguments "
+                                 f"{sorted(model_kwargs)}, not both")
+            self.transform_input = bool(getattr(model, "transform_input", False))
+        units = _units(model, spec)
+        shapes = _probe(model_name, spec, model)
+
+        # cN is the last unit at stride 2**N.
+        last_unit_at = {stride: index for index, (stride, _) in enumerate(shapes)}
+        self.available_channels = {f"c{int(math.log2(stride))}": shapes[index][1]
+                                   for stride, index in sorted(last_unit_at.items())}
+        default = [name for name in self.available_channels if int(name[1:]) >= 2]
+        out_features = self.resolve_out_features(out_features, list(self.available_channels),
+                                                 default, f"tv:{model_name}")
+        last_index = last_unit_at[2 ** int(out_features[-1][1:])]
+        kept = units[: last_index + 1]
+        self._emit = {last_unit_at[2 ** int(name[1:])]: name for name in out_features}
+        if spec.final_relu and last_index == len(units) - 1:
+            self._final_relu_on = last_index
+        else:
+            self._final_relu_on = -1
+
+        # Keep torchvision's top-level attribute names (so its state-dict keys), minus the
+        # units after the last output; everything else (the classifier) is dropped.
+        for name in spec.modules:
+            module = getattr(model, name)
+            if isinstance(module, (nn.Sequential, nn.ModuleList)):
+                kept_children = [path.split(".", 1)[1] for path, _ in kept if path.split(".", 1)[0] == name]
+                if not kept_children:
+                    continue
+                for child in [c for c, _ in module.named_children() if c not in kept_children]:
+                    delattr(module, child)
+            elif not any(path == name for path, _ in kept):
+                continue
+            self.add_module(name, module)
+        self._unit_paths = [path for path, _ in kept]
+        self._unit_strides = [stride for stride, _ in shapes[: last_index + 1]]
+        self._channels_last_units = spec.channels_last
+        self.input_transform = _InputTransform() if self.transform_input else None
+
+        if norm == "frozen_bn":
+            convert_frozen_batchnorm(self)
+        kept_units = [self.get_submodule(path) for path in self._unit_paths]
+        stride_groups = sorted({max(stride, 2) for stride in self._unit_strides})
+        stages = [[unit for unit, stride in zip(kept_units, self._unit_strides)
+                   if max(stride, 2) == group] for group in stride_groups]
+        if stride_groups[0] != 2:  # no stride-2 stem (Swin, ConvNeXt): stage 0 is empty
+            stages.insert(0, [])
+        self._finish_init(self.available_channels, out_features, stages, frozen_stages)
+
+    @property
+    def torchvision_nodes(self) -> dict[str, str]:
+        """``{cN: node}``: the node of torchvision's model (a module path, or ``"relu"`` for
+        DenseNet's functional final ReLU) whose output ``cN`` is, as accepted by
+        ``torchvision.models.feature_extraction.create_feature_extractor``. Swin's nodes are
+        channels-last."""
+        nodes = {}
+        for index, name in self._emit.items():
+            nodes[name] = "relu" if index == self._final_relu_on else self._unit_paths[index]
+        return dict(sorted(nodes.items(), key=lambda item: int(item[0][1:])))
+
+    def forward_features(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        if self.input_transform is not None:
+            x = self.input_transform(x)
+        outputs = OrderedDict()
+        # Units are looked up by path on every call: fuse_norm_() may replace one (a bare
+        # BatchNorm unit such as ResNet's bn1 becomes an Identity).
+        for index, path in enumerate(self._unit_paths):
+            x = self.get_submodule(path)(x)
+            if index == self._final_relu_on:
+                x = torch.relu(x)
+            name = self._emit.get(index)
+            if name is not None:
+                outputs[name] = x.permute(0, 3, 1, 2) if self._channels_last_units else x
+        return outputs
+
+    def is_ignorable_weight(self, key: str) -> bool:
+        own = self.__dict__.setdefault("_own_prefixes", tuple(p + "." for p in self._unit_paths))
+        return not key.startswith(own)
