@@ -1,0 +1,154 @@
+"""The image transform every detector runs first: normalise, resize, pad into a batch.
+
+Contract
+--------
+``ImageTransform(min_size, max_size, image_mean, image_std, size_divisibility)``
+
+- ``transform(images, targets=None, training=False) -> (ImageBatch, targets)``: each image
+  ``[3, H, W]`` (RGB, 0..1) is normalised ``(x - mean) / std`` and resized bilinearly by
+  ``scale = min(min_size / min(H, W), max_size / max(H, W))`` to
+  ``(floor(H * scale), floor(W * scale))``; the batch is zero-padded at the bottom and right
+  to a common size divisible by ``size_divisibility``. ``min_size`` may be a list: training
+  picks one entry at random per image (torch RNG, multi-scale training); evaluation uses
+  the last. Target boxes are scaled with the image; the targets passed in are not modified.
+- ``ImageBatch``: ``tensor [N, 3, Hp, Wp]``, ``image_sizes`` (the resized ``(h, w)`` of each
+  image inside the padding) and ``original_sizes`` (the ``(H, W)`` given).
+- ``transform.postprocess(detections, batch)`` maps boxes from network-input pixels back
+  to the pixels of the images as given.
+
+Every step equals torchvision's ``GeneralizedRCNNTransform`` (same operation order, so
+the same floats), which the parity tests check.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ImageBatch:
+    """Padded network input and the sizes needed to map results back."""
+
+    tensor: Tensor
+    image_sizes: list[tuple[int, int]]
+    original_sizes: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return len(self.image_sizes)
+
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        return int(self.tensor.shape[-2]), int(self.tensor.shape[-1])
+
+
+def resized_size(height: int, width: int, min_size: float, max_size: float) -> tuple[int, int]:
+    """The ``(h, w)`` an image of ``(height, width)`` gets: shorter side ``min_size`` unless the
+    longer side would exceed ``max_size``."""
+    scale = min(min_size / min(height, width), max_size / max(height, width))
+    return int(math.floor(height * scale)), int(math.floor(width * scale))
+
+
+def scale_boxes(boxes: Tensor, from_size: Sequence[int], to_size: Sequence[int]) -> Tensor:
+    """Boxes xyxy in an image of ``from_size`` ``(h, w)`` scaled into one of ``to_size``."""
+    ratio_h = torch.tensor(to_size[0], dtype=torch.float32) / torch.tensor(from_size[0], dtype=torch.float32)
+    ratio_w = torch.tensor(to_size[1], dtype=torch.float32) / torch.tensor(from_size[1], dtype=torch.float32)
+    ratios = torch.stack((ratio_w, ratio_h, ratio_w, ratio_h)).to(boxes.device)
+    return boxes * ratios
+
+
+class ImageTransform(nn.Module):
+    """Normalise, resize and batch images; map detections back (see the module docstring).
+
+    Args:
+        min_size: target length of the shorter side; a list enables multi-scale training.
+        max_size: upper bound on the longer side after resizing.
+        image_mean, image_std: per-channel normalisation of 0..1 RGB input.
+        size_divisibility: the padded batch is a multiple of this (the backbone's largest stride).
+    """
+
+    def __init__(
+        self,
+        min_size: int | Sequence[int] = 800,
+        max_size: int = 1333,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
+        size_divisibility: int = 32,
+    ):
+        super().__init__()
+        sizes = tuple(min_size) if isinstance(min_size, (list, tuple)) else (min_size,)
+        if not sizes or any(s <= 0 for s in sizes) or max_size <= 0:
+            raise ValueError(f"min_size {min_size!r} and max_size {max_size!r} must be positive")
+        if len(image_mean) != 3 or len(image_std) != 3:
+            raise ValueError(f"image_mean and image_std need 3 values (RGB), got {image_mean!r}, {image_std!r}")
+        self.min_size = sizes
+        self.max_size = max_size
+        self.image_mean = tuple(float(v) for v in image_mean)
+        self.image_std = tuple(float(v) for v in image_std)
+        self.size_divisibility = int(size_divisibility)
+
+    def extra_repr(self) -> str:
+        return (
+            f"min_size={self.min_size}, max_size={self.max_size}, mean={self.image_mean}, "
+            f"std={self.image_std}, size_divisibility={self.size_divisibility}"
+        )
+
+    def normalize(self, image: Tensor) -> Tensor:
+        mean = torch.as_tensor(self.image_mean, dtype=image.dtype, device=image.device)
+        std = torch.as_tensor(self.image_std, dtype=image.dtype, device=image.device)
+        return (image - mean[:, None, None]) / std[:, None, None]
+
+    def _pick_min_size(self, training: bool) -> int:
+        if training and len(self.min_size) > 1:
+            return self.min_size[int(torch.randint(len(self.min_size), (1,)))]
+        return self.min_size[-1]
+
+    def resize(self, image: Tensor, min_size: int) -> Tensor:
+        height, width = image.shape[-2:]
+        size = resized_size(height, width, min_size, self.max_size)
+        if size == (height, width):
+            return image  # bilinear at scale 1 is the identity, bit for bit
+        return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+
+    def pad_to_batch(self, images: list[Tensor]) -> Tensor:
+        divisor = self.size_divisibility
+        max_h = max(int(img.shape[-2]) for img in images)
+        max_w = max(int(img.shape[-1]) for img in images)
+        max_h = int(math.ceil(max_h / divisor) * divisor)
+        max_w = int(math.ceil(max_w / divisor) * divisor)
+        batch = images[0].new_zeros((len(images), 3, max_h, max_w))
+        for i, img in enumerate(images):
+            batch[i, :, : img.shape[-2], : img.shape[-1]].copy_(img)
+        return batch
+
+    def forward(
+        self, images: list[Tensor], targets: list[dict] | None = None, training: bool = False
+    ) -> tuple[ImageBatch, list[dict] | None]:
+        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        resized = []
+        new_targets = None if targets is None else []
+        for i, image in enumerate(images):
+            image = self.resize(self.normalize(image), self._pick_min_size(training))
+            resized.append(image)
+            if targets is not None:
+                target = dict(targets[i])
+                target["boxes"] = scale_boxes(target["boxes"], original_sizes[i], image.shape[-2:])
+                new_targets.append(target)
+        image_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in resized]
+        return ImageBatch(self.pad_to_batch(resized), image_sizes, original_sizes), new_targets
+
+    def postprocess(self, detections: list[dict], batch: ImageBatch) -> list[dict]:
+        """Boxes back into the coordinates of the images as given (new dicts, same tensors otherwise)."""
+        out = []
+        for det, size, original in zip(detections, batch.image_sizes, batch.original_sizes):
+            det = dict(det)
+            det["boxes"] = scale_boxes(det["boxes"], size, original)
+            out.append(det)
+        return out
