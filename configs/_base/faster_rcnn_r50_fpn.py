@@ -18,5 +18,6 @@ config = dict(
         box_roi_pool="roi_align",
         box_score_thresh=0.05,
         box_detections_per_img=100,
+        channels_last=True,          # NHWC convolutions (faster with oneDNN on CPU and tensor cores on GPU)
     ),
 )

@@ -5,7 +5,10 @@ What makes it fast enough (torchvision's COCO defaults reach ~0.02 mAP50 in 10 C
 - 160 px images as generated (no up-scaling to 800), a light two-FC head (256 wide),
 - few proposals (300 train / 100 test) and 64 sampled RoIs per image (COCO: 2000 / 512),
 - RoIAlign with one sample per bin, AdamW with a short warm-up and a cosine decay,
-- trainable BatchNorm (no pretrained weights, so the demo needs no network), batch 4.
+- trainable BatchNorm (no pretrained weights, so the demo needs no network), batch 4,
+- channels-last convolutions; 384 training images x 10 epochs (960 steps, ~6.5 min on
+  2 cores), which reached val mAP50 0.985 after 8 epochs and 0.996 after 12 in the runs
+  recorded in docs/benchmarks.md.
 
     python tools/train.py configs/faster_rcnn/shapes_demo.py
 """
@@ -28,11 +31,12 @@ config = dict(
         box_sampling_ratio=1,
         box_representation_size=256,
         box_detections_per_img=50,
+        channels_last=True,      # NHWC convolutions: ~0.75x the step time on this CPU
     ),
     data=dict(
         format="shapes",
         root="data/shapes",
-        shapes=dict(num_images=240, image_size=160, seed=0),  # 192 train / 48 val images, 3 classes
+        shapes=dict(num_images=480, image_size=160, seed=0),  # 384 train / 96 val images, 3 classes
         train=dict(split="train"),
         val=dict(split="val"),
         class_names=None,        # the shapes set's own classes
@@ -41,13 +45,13 @@ config = dict(
         aspect_ratio_grouping=False,
     ),
     train=dict(
-        epochs=8,
+        epochs=10,
         device="cpu",
         optimizer=dict(name="adamw", lr=1e-3, weight_decay=1e-4, norm_weight_decay=0.0),
         scheduler=dict(name="cosine", warmup_iters=50, warmup_factor=0.01, min_lr_ratio=0.05),
         clip_grad_norm=10.0,
         log_interval=10,
     ),
-    eval=dict(metric="voc_area", interval=2, best_metric="bbox/AP50"),
+    eval=dict(metric="voc_area", interval=5, best_metric="bbox/AP50"),
     output_dir="runs/shapes_demo",
 )

@@ -42,7 +42,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["make_shapes", "SHAPE_NAMES", "SHAPES_OPTIONS", "draw_shapes_image", "voc_palette"]
+__all__ = ["make_shapes", "make_shapes_video", "SHAPE_NAMES", "SHAPES_OPTIONS", "draw_shapes_image", "voc_palette"]
 
 FORMAT_VERSION = 1
 
@@ -366,3 +366,34 @@ def _read_record(root: Path) -> dict | None:
         return None
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{root / 'shapes.json'} is unreadable ({exc}); delete {root} to regenerate the set") from exc
+
+
+def make_shapes_video(path, *, num_frames: int = 48, fps: float = 12.0, scene_frames: int = 16,
+                      seed: int = 10_000, **options) -> Path:
+    """Write a short video of shapes scenes drifting across the frame (for infer.py demos).
+
+    Every ``scene_frames`` frames a new scene is drawn with :func:`draw_shapes_image`
+    (image index ``seed + scene``, the other ``options`` as for :func:`make_shapes`, so
+    scenes differ from the dataset's own images); within a scene the picture scrolls
+    sideways, wrapping around, so objects move and cross the border. The container
+    follows the suffix (``.avi``: MJPG, ``.mp4``: mp4v). Returns ``path``.
+    """
+    params = {**_DEFAULTS, **options, "seed": 0}
+    _validate(params)
+    height, width = _hw(params["image_size"])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix.lower() == ".avi" else "mp4v"))
+    writer = cv2.VideoWriter(str(path), fourcc, float(fps), (width, height))
+    if not writer.isOpened():
+        raise OSError(f"cannot write video {path}: OpenCV found no encoder for {path.suffix!r}; use .avi or .mp4")
+    try:
+        step = max(1, width // (2 * scene_frames))
+        for frame_index in range(num_frames):
+            scene, offset = divmod(frame_index, scene_frames)
+            if offset == 0:
+                rgb, _, _ = draw_shapes_image(seed + scene, params)
+            writer.write(cv2.cvtColor(np.roll(rgb, offset * step, axis=1), cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+    return path

@@ -31,7 +31,6 @@ the config.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -55,6 +54,7 @@ from detect.engine.loggers import close_logger, get_logger
 from detect.engine.optim import build_optimizer, build_scheduler
 from detect.engine.rng import seed_everything, set_deterministic
 from detect.engine.trainer import Trainer, resolve_amp
+from detect.filesystem import ensure_writable_directory
 
 
 # Thin seams onto the other packages, imported when called so that importing the engine
@@ -259,10 +259,7 @@ def train(config: "Mapping | str | Path", *, resume: str | Path | None = None, w
 
 def _prepare_output_dir(out: Path) -> None:
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        ensure_writable_directory(out)
     except OSError as err:
         raise ConfigError(
             f"output directory {out} cannot be written ({type(err).__name__}: {err.strerror or err}); "

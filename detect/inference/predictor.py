@@ -81,6 +81,9 @@ class Predictor:
             float32 either way).
         model_color_order (str): channel order the model was trained on; checkpoints
             record it (``"RGB"`` for this library's models).
+        optimize (bool): on the CPU, call the model's ``optimize_for_inference()`` where it
+            has one (BatchNorm folded into convolutions, fused conv + ReLU, channels-last;
+            ``half`` becomes its bfloat16 mode). The model becomes inference-only.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class Predictor:
         batch_size: int = 1,
         half: bool = False,
         model_color_order: str = "RGB",
+        optimize: bool = True,
     ):
         num_classes = getattr(model, "num_classes", None)
         if num_classes is not None and len(class_names) != num_classes:
@@ -110,6 +114,10 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.half = bool(half)
         self.model_color_order = model_color_order
+        # The optimized CPU model runs its own bfloat16 autocast (only where that is safe).
+        self.optimized = bool(optimize and self.device.type == "cpu" and hasattr(self.model, "optimize_for_inference"))
+        if self.optimized:
+            self.model.optimize_for_inference(channels_last=True, bf16=self.half)
 
     @classmethod
     def from_checkpoint(
@@ -122,7 +130,7 @@ class Predictor:
         """Build the model from a checkpoint alone: ``config["model"]`` rebuilds it, the
         evaluation weights (EMA when the run kept one) fill it, and ``class_names`` and
         ``color_order`` come from the same file. Other keyword arguments go to
-        :class:`Predictor` (``batch_size``, ``half``).
+        :class:`Predictor` (``batch_size``, ``half``, ``optimize``).
 
         When ``score_thresh`` is below the model's configured ``box_score_thresh``, the
         model is built with ``box_score_thresh=score_thresh`` so that those detections
@@ -224,7 +232,7 @@ class Predictor:
             yield from self.predict_tensors(batch)
 
     def _autocast(self):
-        if not self.half:
+        if not self.half or self.optimized:
             return contextlib.nullcontext()
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         return torch.autocast(device_type=self.device.type, dtype=dtype)

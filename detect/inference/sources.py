@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from detect.data.image_io import IMAGE_EXTENSIONS, read_image
+from detect.filesystem import ensure_writable_directory
 
 logger = logging.getLogger(__name__)
 
@@ -208,18 +209,13 @@ def check_writable_directory(directory: str | os.PathLike) -> Path:
 
     Fails early with :class:`OutputError`, before any model is loaded or frame decoded.
     """
-    directory = Path(directory)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".write_test.{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        return ensure_writable_directory(directory)
     except OSError as error:
         raise OutputError(
             f"cannot write to output directory {directory}: {error.strerror or error}; "
             "choose a writable --output directory"
         ) from error
-    return directory
 
 
 def write_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:

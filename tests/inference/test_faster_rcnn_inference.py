@@ -33,7 +33,7 @@ def test_predictor_equals_the_model_on_the_same_pixels(checkpoint, tmp_path):
     path, model = checkpoint
     first = write_png(tmp_path / "a.png", make_image(48, 64, seed=1))
     second = write_png(tmp_path / "b.png", make_image(60, 40, seed=2))
-    predictor = Predictor.from_checkpoint(path, score_thresh=0.1, batch_size=2)
+    predictor = Predictor.from_checkpoint(path, score_thresh=0.1, batch_size=2, optimize=False)
     assert predictor.model.roi_heads is not None and predictor.class_names == ["cell", "blob"]
     batched = predictor([first, second])
     expected = model.predict([to_tensor(read_image(first)), to_tensor(read_image(second))])
@@ -50,6 +50,23 @@ def test_predictor_equals_the_model_on_the_same_pixels(checkpoint, tmp_path):
     bgr = cv2.imread(str(first))
     single = predictor(bgr, color_order="BGR")
     assert torch.equal(single["boxes"], predictor(first)["boxes"])
+
+
+def test_optimized_predictor_stays_within_the_parity_tolerance(checkpoint, tmp_path):
+    """The default CPU Predictor folds BatchNorm and runs channels-last: the same detections
+    up to float rounding (boxes within 1e-3 px, scores within 1e-4)."""
+    path, _ = checkpoint
+    image = write_png(tmp_path / "a.png", make_image(48, 64, seed=1))
+    plain = Predictor.from_checkpoint(path, score_thresh=0.1, optimize=False)(image)
+    fast_predictor = Predictor.from_checkpoint(path, score_thresh=0.1)
+    assert fast_predictor.optimized
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast_predictor.model.backbone.modules())
+    fast = fast_predictor(image)
+    assert len(fast["scores"]) == len(plain["scores"]) > 0
+    torch.testing.assert_close(fast["scores"], plain["scores"], atol=1e-4, rtol=0)
+    # Near-equal scores may swap places: match every box to its nearest counterpart.
+    distance = (fast["boxes"][:, None, :] - plain["boxes"][None, :, :]).abs().amax(dim=2)
+    assert float(distance.min(dim=1).values.max()) <= 1e-3
 
 
 def test_infer_on_image_and_video(checkpoint, tmp_path):

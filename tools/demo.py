@@ -1,0 +1,22 @@
+#!/usr/bin/env python
+"""`make demo`: train, evaluate and run inference on the built-in shapes dataset.
+
+    python tools/demo.py [--output-dir runs/demo] [--set train.epochs=4 ...] [--device cpu]
+"""
+import argparse
+
+from detect.demo import DEFAULT_CONFIG, run_demo
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="recipe (default: %(default)s)")
+    parser.add_argument("--output-dir", default="runs/demo")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    run_demo(args.config, args.output_dir, args.set, args.device)
+
+
+if __name__ == "__main__":
+    main()
