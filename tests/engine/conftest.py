@@ -22,6 +22,18 @@ def tiny_detector_registered():
         registry._BUILDERS.pop("tiny_test_detector", None)
 
 
+@pytest.fixture(autouse=True)
+def launch_builders_restored(monkeypatch):
+    """Config files written by these tests call ``engine_standins.install()``, which swaps
+    detect.engine.launch's dataset and loader builders; a test that loads such a config in
+    this process must not leave the swap behind for later tests (the demo test runs the
+    real builders)."""
+    import detect.engine.launch as launch
+
+    monkeypatch.setattr(launch, "build_dataset", launch.build_dataset)
+    monkeypatch.setattr(launch, "build_dataloader", launch.build_dataloader)
+
+
 @pytest.fixture
 def standins(monkeypatch):
     """detect.engine.launch builds the stand-in datasets (see engine_standins); the loaders

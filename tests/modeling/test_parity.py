@@ -56,6 +56,16 @@ class SeededSampler(tv_utils.BalancedPositiveNegativeSampler):
             return super().__call__(labels)
 
 
+def assert_same_detections(detections, tv_detections, box_tol, score_tol=1e-4):
+    """Per image: the same number of detections (many), identical labels, boxes within
+    ``box_tol`` px and scores within ``score_tol``."""
+    for a, b in zip(detections, tv_detections):
+        assert len(a["boxes"]) == len(b["boxes"]) >= 50
+        assert torch.equal(a["labels"], b["labels"])
+        assert (a["boxes"] - b["boxes"]).abs().max() < box_tol
+        assert (a["scores"] - b["scores"]).abs().max() < score_tol
+
+
 def make_torchvision_model(seed=0):
     torch.manual_seed(seed)
     backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, norm_layer=FrozenBatchNorm2d, trainable_layers=3)
@@ -142,11 +152,7 @@ def test_detections_equal_torchvision(models, images):
     detections = ours.predict(images)
     with torch.no_grad():
         tv_detections = theirs(images)
-    for a, b in zip(detections, tv_detections):
-        assert len(a["boxes"]) == len(b["boxes"]) >= 50
-        assert torch.equal(a["labels"], b["labels"])
-        assert (a["boxes"] - b["boxes"]).abs().max() < 1e-3
-        assert (a["scores"] - b["scores"]).abs().max() < 1e-4
+    assert_same_detections(detections, tv_detections, box_tol=1e-3)
     assert len({int(label) for d in detections for label in d["labels"]}) == NUM_CLASSES
 
 
@@ -223,11 +229,7 @@ def test_torchvision_v2_detections_equal(images):
     detections = ours.predict(images)
     with torch.no_grad():
         tv_detections = theirs(images)
-    for a, b in zip(detections, tv_detections):
-        assert len(a["boxes"]) == len(b["boxes"]) >= 50
-        assert torch.equal(a["labels"], b["labels"])
-        assert (a["boxes"] - b["boxes"]).abs().max() < 1e-3
-        assert (a["scores"] - b["scores"]).abs().max() < 1e-4
+    assert_same_detections(detections, tv_detections, box_tol=1e-3)
 
 
 def test_optimized_model_stays_close_to_torchvision(models, images):
@@ -241,9 +243,6 @@ def test_optimized_model_stays_close_to_torchvision(models, images):
     detections = fast.predict(images)
     with torch.no_grad():
         tv_detections = theirs(images)
-    for a, b in zip(detections, tv_detections):
-        assert len(a["boxes"]) == len(b["boxes"]) >= 50
-        assert torch.equal(a["labels"], b["labels"])
-        assert (a["boxes"] - b["boxes"]).abs().max() < 5e-3
-        assert (a["scores"] - b["scores"]).abs().max() < 1e-4
+    assert_same_detections(detections, tv_detections, box_tol=5e-3)
+    for a in detections:
         a["boxes"][:, 0] += 0  # ordinary tensors, not inference tensors: in-place updates work
