@@ -3,23 +3,18 @@
 The BCCD recipe for machines with neither a GPU nor network access: ResNet-18 with
 trainable BatchNorm from random weights, images at 384x512 (BCCD is 640x480), a 128-wide
 FPN, fewer proposals and sampled RoIs than the COCO defaults, AdamW with a cosine decay.
-docs/benchmarks.md records the mAP and the wall time measured with it. With ImageNet
+docs/training.md records the mAP and the wall time measured with it. With ImageNet
 weights and a GPU, configs/faster_rcnn/bccd_r50_fpn.py is the better recipe.
 
     python tools/train.py configs/faster_rcnn/bccd_r18_fpn_cpu.py
     python tools/eval.py --checkpoint runs/faster_rcnn_bccd_r18_cpu/best.pth --split test
 """
-import os
-from pathlib import Path
-
-BCCD = os.path.normpath(Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "BCCD")
-
 config = dict(
+    _base_=["../_base/bccd.py"],
     model=dict(
         name="faster_rcnn",
         backbone="resnet18",
         fpn=True,
-        num_classes=3,
         fpn_channels=128,
         min_size=384,
         max_size=512,
@@ -34,17 +29,7 @@ config = dict(
         box_detections_per_img=100,
         channels_last=True,
     ),
-    data=dict(
-        format="voc",
-        root=BCCD,
-        train=dict(split="train"),
-        val=dict(split="val"),
-        test=dict(split="test"),
-        class_names=["RBC", "WBC", "Platelets"],
-        check_policy="drop",     # two zero-size boxes in BCCD
-        batch_size=4,
-        num_workers=1,
-    ),
+    data=dict(num_workers=1),
     train=dict(
         epochs=24,
         device="cpu",
@@ -53,6 +38,6 @@ config = dict(
         clip_grad_norm=10.0,
         log_interval=20,
     ),
-    eval=dict(metric="voc_area", interval=4, best_metric="bbox/AP50"),
+    eval=dict(interval=4),
     output_dir="runs/faster_rcnn_bccd_r18_cpu",
 )

@@ -11,30 +11,15 @@ The backbone starts from torchvision's ImageNet ResNet-50 (fetched once through
 torchvision's weights API); offline, point --set model.backbone_weights=/path/to/resnet50.pth
 at a saved copy.
 """
-import os
-from pathlib import Path
-
-BCCD = os.path.normpath(Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "BCCD")
-
 config = dict(
-    _base_=["../_base/faster_rcnn_r50_fpn.py", "../_base/schedule_1x.py"],
-    model=dict(num_classes=3, min_size=480, max_size=640, box_detections_per_img=100),
-    data=dict(
-        format="voc",
-        root=BCCD,
-        train=dict(split="train"),
-        val=dict(split="val"),
-        test=dict(split="test"),
-        class_names=["RBC", "WBC", "Platelets"],
-        check_policy="drop",
-        batch_size=4,
-        num_workers=2,
-    ),
+    _base_=["../_base/faster_rcnn_r50_fpn.py", "../_base/schedule_1x.py", "../_base/bccd.py"],
+    model=dict(min_size=480, max_size=640, box_detections_per_img=100),
+    data=dict(num_workers=2),
     train=dict(
         epochs=24,
         optimizer=dict(lr=0.01),
         scheduler=dict(milestones=(16, 22), warmup_iters=100),
     ),
-    eval=dict(metric="voc_area", interval=2, best_metric="bbox/AP50"),
+    eval=dict(interval=2),
     output_dir="runs/faster_rcnn_bccd",
 )

@@ -159,15 +159,9 @@ def plot_metrics(metrics_path, out_dir) -> list[Path]:
             points = [(r["iteration"], r[key]) for r in train if _finite(r.get(key))]
             if points:
                 ax.plot(*zip(*points), label=key, linewidth=2 if key == "loss" else 1)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("training loss")
         ax.set_yscale("log")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / "losses.png", dpi=100)
-        plt.close(fig)
-        written.append(out_dir / "losses.png")
+        _label_axes(ax, "training loss")
+        written.append(_save_figure(fig, out_dir / "losses.png"))
     val = [r for r in records if r.get("type") == "val"]
     if val:
         # headline metrics only: AP-style values and validation losses, not per-class tables
@@ -186,15 +180,25 @@ def plot_metrics(metrics_path, out_dir) -> list[Path]:
                         values += [v for _, v in points]
                 if ylabel == "metric" and values and 0.0 <= min(values) and max(values) <= 1.0:
                     ax.set_ylim(0.0, 1.0)  # AP-style fractions
-                ax.set_xlabel("iteration")
-                ax.set_ylabel(ylabel)
-                ax.grid(True, alpha=0.3)
-                ax.legend(fontsize=8)
-            fig.tight_layout()
-            fig.savefig(out_dir / "metrics.png", dpi=100)
-            plt.close(fig)
-            written.append(out_dir / "metrics.png")
+                _label_axes(ax, ylabel)
+            written.append(_save_figure(fig, out_dir / "metrics.png"))
     return written
+
+
+def _label_axes(ax, ylabel: str) -> None:
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _save_figure(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _finite(value) -> bool:

@@ -232,17 +232,19 @@ def test_torchvision_v2_detections_equal(images):
     assert_same_detections(detections, tv_detections, box_tol=1e-3)
 
 
-def test_optimized_model_stays_close_to_torchvision(models, images):
-    """optimize_for_inference() (folded BatchNorm, fused convs, channels-last) reassociates float
-    sums: features move by ~3e-6 relative. Same detections and labels, scores within 1e-4,
-    boxes within 5e-3 px (torchvision's own model moves by ~1.2e-3 px here when switched to
-    channels-last)."""
+@pytest.mark.parametrize("channels_last, box_tol", [(False, 1e-3), (True, 5e-3)])
+def test_optimized_model_stays_close_to_torchvision(models, images, channels_last, box_tol):
+    """optimize_for_inference() folds BatchNorm and fuses conv + ReLU (+ residual add): float
+    sums are reassociated, features move by ~3e-6 relative, and the detections stay within
+    the parity tolerance (boxes 1e-3 px). Channels-last convolutions accumulate in yet
+    another order: boxes then move by up to ~2e-3 px here, as torchvision's own model does
+    (~1.5e-3 px) when switched to channels-last, so that layout gets 5e-3 px."""
     ours, theirs = models
     fast = build_detector("faster_rcnn", backbone="resnet50", num_classes=NUM_CLASSES, weights=theirs.state_dict(),
-                          **OPTIONS).optimize_for_inference()
+                          **OPTIONS).optimize_for_inference(channels_last=channels_last)
     detections = fast.predict(images)
     with torch.no_grad():
         tv_detections = theirs(images)
-    assert_same_detections(detections, tv_detections, box_tol=5e-3)
+    assert_same_detections(detections, tv_detections, box_tol=box_tol)
     for a in detections:
         a["boxes"][:, 0] += 0  # ordinary tensors, not inference tensors: in-place updates work
