@@ -37,8 +37,13 @@ class Annotations:
     image, YOLO line), ``boxes`` float64 xyxy, ``labels`` int64 (1..K; 0 when the category is
     not in ``class_names``), ``raw_categories`` (the category as written, for messages),
     ``iscrowd``, ``difficult``, ``areas`` (COCO segment area, else box area), ``ann_ids``
-    (COCO annotation ids, else -1), ``raw_boxes`` (as written, described by
-    ``raw_box_format``).
+    (COCO annotation ids, else -1; for messages and COCO masks), ``raw_boxes`` (as written,
+    described by ``raw_box_format``).
+
+    ``extra`` holds reader-specific data: ``coco_json`` (the parsed COCO file) and
+    ``existing_files`` (a set holding every image path of the table that exists, from the
+    reader's own folder listing, which :func:`~detect.data.checks.find_problems` reuses
+    rather than list those folders again).
 
     ``size_offset`` is what the source adds to a box's extent: VOC boxes are inclusive
     pixel indices, so ``xmax == xmin`` (a single point) converts to width 1; the checks
@@ -156,7 +161,8 @@ class ObjectTableBuilder:
 
 
 def to_coco_dict(ann: Annotations, image_root=None) -> dict:
-    """COCO ground truth (``images``, ``annotations``, ``categories``) in the source's ids.
+    """COCO ground truth (``images``, ``annotations``, ``categories``) in the source's image
+    and category ids; annotations are numbered 1..M in table order.
 
     ``bbox`` is ``[x, y, w, h]`` of the continuous box; ``area`` is the source's segment
     area where it has one (COCO), else the box area. VOC ``difficult`` objects are written
@@ -172,9 +178,11 @@ def to_coco_dict(ann: Annotations, image_root=None) -> dict:
     category = label_to_cat[ann.labels[keep]]
     crowd = ann.iscrowd[keep] | ann.difficult[keep]
     difficult = ann.difficult[keep]
-    ann_ids = ann.ann_ids[keep]
-    # Sources without annotation ids get 1..M (COCOeval treats id 0 as "unmatched").
-    ann_ids = np.where(ann_ids >= 0, ann_ids, np.arange(1, ann_ids.size + 1))
+    # Annotation ids are always 1..M, whatever the source says: COCOeval records a match as
+    # the ground truth's id and takes 0 for "unmatched" (a source id 0 would make its perfect
+    # detection a false positive), and its index needs the ids unique. Evaluation never
+    # needs the source's annotation ids.
+    ann_ids = np.arange(1, int(keep.sum()) + 1)
     areas = ann.areas[keep]
     annotations = [
         {

@@ -139,6 +139,7 @@ class CheckResult:
     out_of_image: np.ndarray  # bool [M]: the only error is being outside the image
     bad_images: np.ndarray  # bool [I]: an image-level error
     strays: np.ndarray  # bool [M]: outside by at most the tolerance (clipped silently)
+    missing_images: np.ndarray  # bool [I]: the image file does not exist
 
 
 def _format_numbers(values) -> str:
@@ -147,12 +148,15 @@ def _format_numbers(values) -> str:
 
 def find_problems(ann: Annotations, *, tolerance: float = 1.0, existing_files: set | None = None) -> CheckResult:
     """Check every image and object of ``ann`` (parse-time problems in ``ann.problems``
-    are included). ``existing_files``: absolute paths known to exist, to spare one
-    ``stat`` per image; by default each folder holding images is listed once."""
+    are included). ``existing_files``: a set holding every image path that exists, to
+    spare one ``stat`` per image; by default the reader's listing
+    (``ann.extra["existing_files"]``), else each folder holding images is listed once."""
     problems = list(ann.problems)
     num_images = ann.num_images
 
     bad_images = ~ann.image_valid.copy()
+    if existing_files is None:
+        existing_files = ann.extra.get("existing_files")
     if existing_files is None:
         existing_files = list_existing_files(ann.file_paths)
     missing = np.fromiter((p not in existing_files for p in ann.file_paths), dtype=bool, count=num_images)
@@ -205,7 +209,7 @@ def find_problems(ann: Annotations, *, tolerance: float = 1.0, existing_files: s
                                     int(ann.object_index[m]), detail, noun=ann.object_noun))
     bad_objects = (~finite | inverted | zero | outside | unknown | out_of_range) & ~on_bad_image
     only_outside = outside & ~(unknown | out_of_range)
-    return CheckResult(problems, bad_objects, only_outside, bad_images, strays)
+    return CheckResult(problems, bad_objects, only_outside, bad_images, strays, missing)
 
 
 def _category_detail(ann: Annotations, kind: str, m: int, num_classes: int) -> str:

@@ -15,8 +15,6 @@
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import warnings
@@ -24,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detect.data.annotations import Annotations
+from detect.data.annotations import Annotations, coco_from_dict
 from detect.data.checks import DatasetError, Problem
 from detect.data.dataset import DetectionDataset
 
@@ -192,13 +190,8 @@ class CocoDetection(DetectionDataset):
     def coco(self):
         """The source file as a pycocotools ``COCO`` (segmentations included)."""
         if self._source_coco is None:
-            from pycocotools.coco import COCO
-
-            coco = COCO()
-            coco.dataset = self._coco_json if self._coco_json is not None else _load_json(self.ann_file)
-            with contextlib.redirect_stdout(io.StringIO()):
-                coco.createIndex()
-            self._source_coco = coco
+            self._source_coco = coco_from_dict(self._coco_json if self._coco_json is not None
+                                               else _load_json(self.ann_file))
         return self._source_coco
 
     def load_mask(self, index: int, height: int, width: int) -> np.ndarray:

@@ -34,9 +34,31 @@ from detect.data.annotations import Annotations, coco_from_dict, to_coco_dict
 from detect.data.checks import DatasetError, Problem, apply_policy, check_policy_name, find_problems
 from detect.data.image_io import read_image, to_tensor
 
-__all__ = ["DetectionDataset"]
+__all__ = ["DetectionDataset", "read_annotated_image"]
 
 logger = logging.getLogger("detect.data")
+
+
+def read_annotated_image(ann: Annotations, index: int) -> np.ndarray:
+    """Decode image ``index`` of ``ann`` (``[H, W, 3] uint8`` RGB) and check it against the
+    annotated size. Raises :class:`~detect.data.image_io.ImageReadError` when the file cannot
+    be decoded and :class:`~detect.data.checks.DatasetError` holding one ``size_mismatch``
+    problem when the sizes differ; an image without an annotated size (the checks report
+    that) is not compared. Used by ``DetectionDataset.load_image`` and the doctor."""
+    image_id = int(ann.image_ids[index])
+    image = read_image(ann.file_paths[index], image_id)
+    height, width = image.shape[:2]
+    annotated = (int(ann.heights[index]), int(ann.widths[index]))
+    if annotated[0] > 0 and annotated[1] > 0 and (height, width) != annotated:
+        raise DatasetError(
+            ann.location,
+            [Problem("size_mismatch", str(ann.annotation_files[index]), image_id, None,
+                     f"{ann.file_paths[index]} decodes to {width}x{height} (w x h) but the annotation "
+                     f"says {annotated[1]}x{annotated[0]}")],
+            hint="The boxes would be misplaced. Fix the size in the annotation (an EXIF rotation "
+                 "swaps width and height; read_image applies it) or re-export the image.",
+        )
+    return image
 
 
 class DetectionDataset(Dataset):
@@ -75,6 +97,8 @@ class DetectionDataset(Dataset):
         result = find_problems(annotations, tolerance=tolerance)
         self.problems: list[Problem] = result.problems
         ann, self.check_counts = apply_policy(annotations, result, check_policy)
+        # The reader's folder listing served the checks; items need none of it.
+        ann.extra = {k: v for k, v in ann.extra.items() if k != "existing_files"}
         train_objects = ~ann.iscrowd & (use_difficult | ~ann.difficult)
         has_objects = np.bincount(ann.object_image[train_objects], minlength=ann.num_images) > 0
         num_empty = int((~has_objects).sum())
@@ -171,21 +195,9 @@ class DetectionDataset(Dataset):
 
     # ----------------------------------------------------------------- items
     def load_image(self, index: int) -> np.ndarray:
-        """The decoded ``[H, W, 3] uint8`` RGB image, checked against the annotated size."""
-        ann = self.annotations
-        image_id = int(ann.image_ids[index])
-        image = read_image(ann.file_paths[index], image_id)
-        height, width = image.shape[:2]
-        if height != ann.heights[index] or width != ann.widths[index]:
-            raise DatasetError(
-                ann.location,
-                [Problem("size_mismatch", ann.annotation_files[index], image_id, None,
-                         f"{ann.file_paths[index]} decodes to {width}x{height} (w x h) but the annotation "
-                         f"says {ann.widths[index]}x{ann.heights[index]}")],
-                hint="The boxes would be misplaced. Fix the size in the annotation (an EXIF rotation "
-                     "swaps width and height; read_image applies it) or re-export the image.",
-            )
-        return image
+        """The decoded ``[H, W, 3] uint8`` RGB image, checked against the annotated size
+        (see :func:`read_annotated_image`)."""
+        return read_annotated_image(self.annotations, index)
 
     def load_mask(self, index: int, height: int, width: int) -> np.ndarray:
         """Semantic mask ``uint8 [H, W]`` (0 background, 1..K, 255 ignore); readers override."""

@@ -13,8 +13,10 @@ image, and returns a :class:`DoctorReport` whose ``format()`` prints, per split:
 
 and a verdict: ``stops_training`` is true when a problem would stop training under the
 split's ``check_policy`` (any error under "raise"; under "drop"/"clip" only what no
-policy handles: an unreadable or mis-sized image, a class list the annotations do not
-define, an empty split). ``tools/check_dataset.py`` exits non-zero then.
+policy handles: an image that decoding finds undecodable or of another size than
+annotated (training would stop at that item; an image whose header cannot be read at
+load time is dropped like a missing one), a class list the annotations do not define, an
+empty split). ``tools/check_dataset.py`` exits non-zero then.
 
 Decoding every image is the doctor's job, not the dataset's (load-time checks stay cheap):
 by default it decodes when a split has at most ``DECODE_BY_DEFAULT_UP_TO`` images.
@@ -28,15 +30,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detect.data.annotations import Annotations
-from detect.data.checks import PROBLEM_TEXT, DatasetError, Problem, find_problems, list_existing_files
-from detect.data.image_io import ImageReadError, read_image
+from detect.data.checks import PROBLEM_TEXT, DatasetError, Problem, find_problems
+from detect.data.dataset import read_annotated_image
+from detect.data.image_io import ImageReadError
 
 __all__ = ["diagnose", "diagnose_annotations", "source_config", "config_source", "DoctorReport", "SplitReport", "DECODE_BY_DEFAULT_UP_TO"]
 
 DECODE_BY_DEFAULT_UP_TO = 5000
 
-# Problems that stop training whatever the policy: nothing at load time drops them.
-_ALWAYS_FATAL = {"unreadable_image", "size_mismatch", "class_list_mismatch", "empty_dataset"}
+# Problems that stop training whatever the policy: nothing at load time drops them. The
+# problems found by decoding (SplitReport.unhandled) stop it too; load-time ones of the
+# same kinds (a YOLO image whose header cannot be read) are dropped by the policy.
+_ALWAYS_FATAL = {"class_list_mismatch", "empty_dataset"}
 
 
 @dataclass
@@ -50,10 +55,12 @@ class SplitReport:
     box_stats: dict
     problems: list[Problem]
     decoded: bool
+    unhandled: list[Problem] = field(default_factory=list)  # found by decoding: no policy drops them
 
     @property
     def blocking(self) -> list[Problem]:
-        return [p for p in self.problems if p.kind in _ALWAYS_FATAL
+        unhandled = set(self.unhandled)
+        return [p for p in self.problems if p.kind in _ALWAYS_FATAL or p in unhandled
                 or (self.check_policy == "raise" and p.severity == "error")]
 
     def format(self) -> str:
@@ -128,18 +135,16 @@ def _percentiles(values: np.ndarray) -> list[float]:
 
 
 def _decode_all(ann: Annotations, readable: np.ndarray, workers: int) -> list[Problem]:
-    """Decode every readable image; unreadable files and size mismatches become problems."""
+    """Decode every readable image as training would (:func:`read_annotated_image`);
+    undecodable files and size mismatches become problems."""
 
     def check(row: int):
         try:
-            image = read_image(ann.file_paths[row], int(ann.image_ids[row]))
+            read_annotated_image(ann, row)
         except ImageReadError as exc:
             return Problem("unreadable_image", ann.annotation_files[row], int(ann.image_ids[row]), None, str(exc))
-        height, width = image.shape[:2]
-        if (height, width) != (ann.heights[row], ann.widths[row]) and ann.heights[row] > 0:
-            return Problem("size_mismatch", ann.annotation_files[row], int(ann.image_ids[row]), None,
-                           f"{ann.file_paths[row]} decodes to {width}x{height} (w x h), the annotation says "
-                           f"{ann.widths[row]}x{ann.heights[row]}")
+        except DatasetError as exc:  # the size_mismatch problem
+            return exc.problems[0]
         return None
 
     rows = np.flatnonzero(readable).tolist()
@@ -151,16 +156,15 @@ def _decode_all(ann: Annotations, readable: np.ndarray, workers: int) -> list[Pr
 def diagnose_annotations(ann: Annotations, *, name: str = "split", check_policy: str = "raise",
                          decode: bool | None = None, tolerance: float = 1.0, workers: int = 2) -> SplitReport:
     """Report on one parsed split (see the module docstring)."""
-    existing = list_existing_files(ann.file_paths)
-    exists = np.fromiter((p in existing for p in ann.file_paths), dtype=bool, count=ann.num_images)
-    result = find_problems(ann, tolerance=tolerance, existing_files=existing)
+    result = find_problems(ann, tolerance=tolerance)
+    exists = ~result.missing_images
     problems = list(result.problems)
     decode = ann.num_images <= DECODE_BY_DEFAULT_UP_TO if decode is None else decode
-    corrupt = 0
+    found: list[Problem] = []
     if decode:
         found = _decode_all(ann, exists & ann.image_valid, workers)
-        corrupt = sum(p.kind == "unreadable_image" for p in found)
         problems.extend(found)
+    corrupt = sum(p.kind == "unreadable_image" for p in problems)  # at load (YOLO headers) or decoded
     usable_images = int((~result.bad_images).sum())
     if usable_images == 0:
         problems.append(Problem("empty_dataset", ann.location, None, None,
@@ -196,7 +200,8 @@ def diagnose_annotations(ann: Annotations, *, name: str = "split", check_policy:
         "missing_images": int((~exists).sum()), "corrupt_images": corrupt,
     }
     return SplitReport(name=name, location=ann.location, check_policy=check_policy, class_names=list(ann.class_names),
-                       counts=counts, class_histogram=histogram, box_stats=box_stats, problems=problems, decoded=decode)
+                       counts=counts, class_histogram=histogram, box_stats=box_stats, problems=problems, decoded=decode,
+                       unhandled=found)
 
 
 def diagnose(data_cfg: dict, splits, *, decode: bool | None = None, workers: int = 2) -> DoctorReport:

@@ -23,7 +23,10 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["ImageReadError", "read_image", "read_image_size", "to_tensor"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "is_image_file", "read_image", "read_image_size", "to_tensor"]
+
+# File suffixes taken for images when a folder is searched (YOLO folders, inference sources).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # IMREAD_ANYDEPTH keeps 16-bit data so that we scale it ourselves over the full range;
 # plain IMREAD_COLOR_RGB would truncate with ">> 8". Both apply EXIF orientation.
@@ -36,6 +39,11 @@ _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 
 class ImageReadError(OSError):
     """An image file is missing, truncated or in a format OpenCV cannot decode."""
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` has one of the :data:`IMAGE_EXTENSIONS` (any case)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
 def _describe(path, image_id) -> str:
@@ -116,9 +124,3 @@ def to_tensor(array: np.ndarray) -> torch.Tensor:
     cv2.split(np.ascontiguousarray(array), [planes[0], planes[1], planes[2]])
     return torch.from_numpy(planes).to(torch.float32).div_(255.0)
 
-
-def is_image_file(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

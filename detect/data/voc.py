@@ -20,10 +20,11 @@ Layout under ``root`` (e.g. ``VOCdevkit/VOC2007``)::
   :func:`detect.data.build.build_dataset`). Names the list lacks are
   ``unknown_category`` problems. Category ids are the labels (label k <-> k).
 - Image ids are positions in the split file (0, 1, ...).
+- With ``masks=True`` an image whose ``SegmentationClass`` PNG is missing is reported
+  (``missing_image``) by :func:`parse_voc`, so the doctor sees it as training does.
 """
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -139,6 +140,17 @@ def parse_voc(root, split: str, class_names=None, *, masks: bool = False) -> Ann
                 continue
             builder.add(row, index, obj["box"], obj["name"], difficult=obj["difficult"])
 
+    valid = np.asarray(valid, bool)
+    mask_paths = None
+    if masks:  # one listing of SegmentationClass, as for JPEGImages
+        mask_folder = root / "SegmentationClass"
+        mask_paths = [str(mask_folder / f"{image_name}.png") for image_name in ids]
+        existing_masks = list_existing_files([str(mask_folder / "x")])
+        missing = np.fromiter((p not in existing_masks for p in mask_paths), dtype=bool, count=len(ids))
+        problems.extend(Problem("missing_image", xml_files[i], i, None, f"segmentation mask {mask_paths[i]} does not exist")
+                        for i in np.flatnonzero(missing).tolist())
+        valid &= ~missing
+
     table = builder.arrays()
     names = _resolve_class_names(class_names, table["raw_categories"].tolist())
     label_of = {n: k + 1 for k, n in enumerate(names)}
@@ -150,11 +162,12 @@ def parse_voc(root, split: str, class_names=None, *, masks: bool = False) -> Ann
         source="voc", location=str(split_file), class_names=names, category_ids=list(range(1, len(names) + 1)),
         file_paths=file_paths, annotation_files=xml_files, image_ids=np.arange(len(ids), dtype=np.int64),
         heights=np.asarray(heights, dtype=np.int64), widths=np.asarray(widths, dtype=np.int64),
-        image_valid=np.asarray(valid, bool), boxes=boxes, labels=labels,
+        image_valid=valid, boxes=boxes, labels=labels,
         areas=(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
         raw_box_format="bndbox (xmin, ymin, xmax, ymax)", object_noun="object", size_offset=1.0,
-        mask_paths=[str(root / "SegmentationClass" / f"{i}.png") for i in ids] if masks else None,
-        problems=problems, **table,
+        mask_paths=mask_paths, problems=problems,
+        # Every image path is in JPEGImages, whose listing the checks can reuse.
+        extra={"existing_files": existing}, **table,
     )
 
 
@@ -194,14 +207,6 @@ class VOCDetection(DetectionDataset):
     def __init__(self, root, split="train", transforms=None, *, class_names=None, use_difficult=False,
                  check_policy="raise", filter_empty=False, masks=False, tolerance=1.0):
         annotations = parse_voc(root, split, class_names, masks=masks)
-        if masks:
-            missing = [i for i, p in enumerate(annotations.mask_paths) if not os.path.isfile(p)]
-            annotations.problems.extend(
-                Problem("missing_image", annotations.annotation_files[i], int(annotations.image_ids[i]), None,
-                        f"segmentation mask {annotations.mask_paths[i]} does not exist")
-                for i in missing
-            )
-            annotations.image_valid[missing] = False
         super().__init__(annotations, transforms=transforms, check_policy=check_policy, filter_empty=filter_empty,
                          use_difficult=use_difficult, masks=masks, tolerance=tolerance)
         self.root = Path(root)

@@ -5,20 +5,23 @@ Layout (the ultralytics / darknet convention)::
     <dataset>/images/<split>/<name>.jpg
     <dataset>/labels/<split>/<name>.txt     "class cx cy w h" per line, all in 0..1 of the image
 
-- The label file of an image is found by replacing the last ``images`` folder of its path
-  with ``labels`` (or under ``label_dir`` when given, at the same relative path). No label
-  file means no objects (a background image), as in YOLO.
+- The label file of an image is found by replacing the last ``images`` folder of its
+  absolute path with ``labels`` (or under ``label_dir`` when given, at the image's path
+  relative to ``image_dir``, or to the list's folder for a list). No label file means no
+  objects (a background image), as in YOLO.
 - ``image_dir`` is a folder (its image files, sorted, recursively) or a ``.txt`` file
-  listing image paths (relative to the list's folder).
+  listing image paths (relative to the list's folder). Paths are made absolute first, so a
+  relative ``image_dir`` / ``label_dir`` finds the same files as an absolute one.
 - Class index ``c`` (0-based) becomes label ``c + 1``; an index outside ``0..K-1`` is a
   ``label_out_of_range`` problem. Category ids are the labels (label k <-> k).
 - A line with more than five numbers (an odd count from seven on) is a segmentation
   polygon ``c x1 y1 x2 y2 ...``; its box is the polygon's extent.
 - The files carry no image size, so each image's header is read (no decoding) at load.
-- Image ids are positions in the sorted list (0, 1, ...).
+- Image ids are positions in the image list (0, 1, ...).
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -27,23 +30,33 @@ import numpy as np
 from detect.data.annotations import Annotations, ObjectTableBuilder
 from detect.data.checks import Problem
 from detect.data.dataset import DetectionDataset
-from detect.data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image_size
+from detect.data.image_io import ImageReadError, is_image_file, read_image_size
 
 __all__ = ["YoloDetection", "parse_yolo", "list_images", "label_path_for", "read_class_names"]
 
 
+def _absolute(path) -> Path:
+    """``path`` made absolute and normalised without following symbolic links (so that a
+    linked image still maps to its label file by its own path)."""
+    return Path(os.path.abspath(path))
+
+
 def list_images(image_dir) -> list[Path]:
-    image_dir = Path(image_dir)
+    """Absolute image paths: the folder's image files (recursively, sorted), or the entries
+    of a ``.txt`` list, relative ones taken from the list's folder."""
+    image_dir = _absolute(image_dir)
     if image_dir.is_file():
         base = image_dir.parent
-        return [(base / line.strip()).resolve() if not os.path.isabs(line.strip()) else Path(line.strip())
-                for line in image_dir.read_text().splitlines() if line.strip()]
+        return [_absolute(base / line.strip()) for line in image_dir.read_text().splitlines() if line.strip()]
     if not image_dir.is_dir():
         raise FileNotFoundError(f"YOLO image folder {image_dir} does not exist; check image_dir in the config")
-    return sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return sorted(p for p in image_dir.rglob("*") if is_image_file(p) and p.is_file())
 
 
 def label_path_for(image_path: Path, image_dir: Path, label_dir: Path | None) -> Path:
+    """The label file of ``image_path``: under ``label_dir`` at the image's path relative to
+    ``image_dir`` (the folder, or the list's folder; both paths absolute, as
+    :func:`list_images` gives them), else by the ``images`` -> ``labels`` rule."""
     if label_dir is not None:
         try:
             relative = image_path.relative_to(image_dir)
@@ -79,7 +92,7 @@ def _parse_line(line: str):
         klass = float(fields[0])
     except ValueError:
         return f"{line.strip()!r} is not numbers"
-    if klass != int(klass):
+    if not math.isfinite(klass) or klass != int(klass):
         return f"class index {fields[0]!r} is not an integer"
     if len(values) == 4:
         return int(klass), tuple(values)
@@ -89,8 +102,9 @@ def _parse_line(line: str):
 
 
 def parse_yolo(image_dir, class_names, label_dir=None) -> Annotations:
-    image_dir = Path(image_dir)
-    label_dir = None if label_dir is None else Path(label_dir)
+    """Parse a YOLO-txt split into an :class:`Annotations` table (image headers only)."""
+    image_dir = _absolute(image_dir)
+    label_dir = None if label_dir is None else _absolute(label_dir)
     if class_names == "derive":
         raise ValueError("YOLO labels hold class indices only, so class names cannot be derived from them: pass "
                          "class_names=[...] (index c is class_names[c]) or a path to classes.txt / data.yaml")
@@ -98,7 +112,8 @@ def parse_yolo(image_dir, class_names, label_dir=None) -> Annotations:
         class_names = read_class_names(class_names if class_names is not None else _find_class_file(image_dir, label_dir))
     names = [str(n) for n in class_names]
     images = list_images(image_dir)
-    base = image_dir.parent if image_dir.is_file() else image_dir
+    listed = image_dir.is_file()  # a .txt list of images (which may name missing files)
+    base = image_dir.parent if listed else image_dir
     problems: list[Problem] = []
     builder = ObjectTableBuilder()
     file_paths, label_files, heights, widths, valid = [], [], [], [], []
@@ -109,8 +124,10 @@ def parse_yolo(image_dir, class_names, label_dir=None) -> Annotations:
         try:
             height, width = read_image_size(image_path, row)
         except ImageReadError as exc:
-            kind = "missing_image" if not image_path.exists() else "unreadable_image"
-            problems.append(Problem(kind, str(label_path), row, None, str(exc)))
+            # A missing file is a missing_image problem of the checks, which look for every
+            # image file; only a file that is there but unreadable is reported here.
+            if image_path.exists():
+                problems.append(Problem("unreadable_image", str(label_path), row, None, str(exc)))
             heights.append(-1), widths.append(-1), valid.append(False)
             continue
         heights.append(height), widths.append(width), valid.append(True)
@@ -125,9 +142,11 @@ def parse_yolo(image_dir, class_names, label_dir=None) -> Annotations:
                 continue
             builder.add(row, index, parsed[1], parsed[0])
     table = builder.arrays()
-    klass = np.asarray(table["raw_categories"].tolist(), dtype=np.int64).reshape(-1)
+    # Class indices were read as floats, so float64 holds them exactly; clipping to -1..K
+    # keeps any index (1e30 too) representable, and out of range when it was.
+    klass = np.clip(np.asarray(table["raw_categories"].tolist(), dtype=np.float64).reshape(-1), -1, len(names))
     # A negative index is out of range too: keep it negative so the checks say so.
-    labels = np.where(klass >= 0, klass + 1, -1)
+    labels = np.where(klass >= 0, klass + 1, -1).astype(np.int64)
     cxcywh = table["raw_boxes"]
     size = np.stack([np.asarray(widths), np.asarray(heights)], axis=1)[table["object_image"]].astype(np.float64)
     scale = np.concatenate([size, size], axis=1)
@@ -137,9 +156,11 @@ def parse_yolo(image_dir, class_names, label_dir=None) -> Annotations:
         source="yolo", location=location, class_names=names, category_ids=list(range(1, len(names) + 1)),
         file_paths=file_paths, annotation_files=label_files, image_ids=np.arange(len(images), dtype=np.int64),
         heights=np.asarray(heights, dtype=np.int64), widths=np.asarray(widths, dtype=np.int64),
-        image_valid=np.asarray(valid, bool), boxes=boxes, labels=labels.astype(np.int64),
+        image_valid=np.asarray(valid, bool), boxes=boxes, labels=labels,
         areas=(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
-        raw_box_format="cx cy w h (normalised)", object_noun="line", problems=problems, **table,
+        raw_box_format="cx cy w h (normalised)", object_noun="line", problems=problems,
+        # Files found by walking the folder exist: the checks need not list it again.
+        extra={} if listed else {"existing_files": set(file_paths)}, **table,
     )
 
 

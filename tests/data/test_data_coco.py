@@ -44,9 +44,34 @@ def test_ground_truth_keeps_crowd_and_to_coco_uses_source_ids(coco_fixture):
     coco = ds.to_coco()
     assert sorted(coco.getImgIds()) == [0, 7] and sorted(coco.getCatIds()) == [3, 11]
     anns = {a["id"]: a for a in coco.loadAnns(coco.getAnnIds())}
+    assert sorted(anns) == [1, 2, 3, 4]  # annotation ids are renumbered 1..M (source ids 1, 2, 5, 9)
     assert anns[1]["bbox"] == [5, 6, 10, 20] and anns[1]["category_id"] == 11 and anns[1]["area"] == 150.0
-    assert anns[2]["bbox"] == [0.5, 1.5, 30, 8] and anns[5]["iscrowd"] == 1
-    assert anns[9]["area"] == 20.0  # no area in the file: box area
+    assert anns[2]["bbox"] == [0.5, 1.5, 30, 8] and anns[3]["iscrowd"] == 1
+    assert anns[4]["area"] == 20.0  # no area in the file: box area
+
+
+def test_annotation_id_zero_and_missing_ids_evaluate_as_matches(tmp_path):
+    """COCOeval takes a matched ground-truth id of 0 for "unmatched", and duplicate ids collapse in
+    its index: to_coco numbers annotations 1..M, so perfect detections score AP 1.0."""
+    import contextlib
+    import io
+
+    from pycocotools.cocoeval import COCOeval
+
+    boxes = [[2, 3, 10, 12], [20, 5, 15, 9], [4, 25, 30, 10]]
+    image_dir, ann_file = write_coco(tmp_path, [(1, "a.png", 40, 60)], [
+        {"image_id": 1, "category_id": 1, "bbox": boxes[0], "iscrowd": 0},  # no id
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": boxes[1], "iscrowd": 0},
+        {"id": 0, "image_id": 1, "category_id": 1, "bbox": boxes[2], "iscrowd": 0}], [(1, "x")])
+    gt = CocoDetection(image_dir, ann_file).to_coco()
+    assert sorted(gt.getAnnIds()) == [1, 2, 3]
+    detections = [{"image_id": 1, "category_id": 1, "bbox": b, "score": 0.9} for b in boxes]
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(gt, gt.loadRes(detections), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    assert evaluator.stats[0] == pytest.approx(1.0)
 
 
 def test_class_names_subset_and_mismatch(coco_fixture):

@@ -2,6 +2,7 @@
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,3 +127,51 @@ def test_tool_reads_a_config_and_its_policy(tmp_path, capsys):
     assert "trainable under check_policy='drop'" in capsys.readouterr().out
     assert check_dataset.main(["--config", str(config), "--check-policy", "raise"]) == 1
     assert check_dataset.main(["--config", str(config), "--set", "data.check_policy=raise"]) == 1
+
+
+def test_unreadable_yolo_header_is_dropped_by_the_policy_and_the_doctor_agrees(tmp_path):
+    from detect.data import YoloDetection
+
+    images = tmp_path / "ds" / "images" / "train"
+    write_image(images / "a.jpg", 10, 10)
+    (images / "b.jpg").write_bytes(b"not a jpeg")  # its header cannot be read at load time
+    for policy, trainable in (("raise", False), ("drop", True), ("clip", True)):
+        data, splits = source_config("yolo", image_dir=str(images), class_names=["cat"], check_policy=policy)
+        report = diagnose(data, splits, decode=True)
+        assert report.stops_training is not trainable, policy
+        split = report.splits[0]
+        assert [p.kind for p in split.problems] == ["unreadable_image"]  # once: the decoder skips it
+        assert split.counts["corrupt_images"] == 1
+    assert len(YoloDetection(images, class_names=["cat"], check_policy="drop")) == 1  # what training does
+
+
+def test_doctor_reports_missing_segmentation_masks_and_lists_each_folder_once(tmp_path, monkeypatch):
+    import os
+    from collections import Counter
+
+    from PIL import Image
+
+    write_voc(tmp_path, {"s": (6, 8, [("cat", 1, 1, 4, 4, 0)]), "t": (6, 8, [])})
+    (tmp_path / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (tmp_path / "ImageSets" / "Segmentation" / "train.txt").write_text("s\nt\n")
+    (tmp_path / "SegmentationClass").mkdir()
+    Image.fromarray(np.zeros((6, 8), np.uint8), mode="P").save(tmp_path / "SegmentationClass" / "s.png")
+    data = {"format": "voc", "root": str(tmp_path), "class_names": "derive", "masks": True, "train": {"split": "train"}}
+    listed = Counter()
+    real_scandir = os.scandir
+
+    def counting_scandir(path="."):
+        listed[os.path.basename(os.fspath(path))] += 1
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counting_scandir)
+    report = diagnose(data, ["train"], decode=False)
+    assert listed["JPEGImages"] == 1 and listed["SegmentationClass"] == 1
+    text = report.format()
+    assert "t.xml, image id 1: image file missing: segmentation mask" in text and "t.png does not exist" in text
+    assert report.stops_training
+    data["check_policy"] = "drop"
+    assert not diagnose(data, ["train"], decode=False).stops_training
+    listed.clear()
+    ds = VOCDetection(tmp_path, "train", class_names="derive", masks=True, check_policy="drop")
+    assert len(ds) == 1 and listed["JPEGImages"] == 1 and listed["SegmentationClass"] == 1

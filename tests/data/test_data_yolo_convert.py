@@ -93,3 +93,48 @@ def test_convert_tool(tmp_path, capsys):
     assert convert_dataset.main(["voc", "--root", str(tmp_path), "--split", "train", "--out",
                                  str(tmp_path / "o.json"), "--class-names", "cat", "dog", "--check-policy", "drop"]) == 0
     assert '"annotations": 1' in capsys.readouterr().out
+
+
+def _listed_set(root):
+    """``root/ds/train.txt`` lists ``images/a.jpg``; labels mirror the list's folder under ``my_labels``."""
+    write_image(root / "ds" / "images" / "a.jpg", 20, 40)
+    (root / "ds" / "train.txt").write_text("images/a.jpg\n")
+    (root / "ds" / "my_labels" / "images").mkdir(parents=True)
+    (root / "ds" / "my_labels" / "images" / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+
+
+def test_image_list_with_label_dir_under_a_relative_root(tmp_path, monkeypatch):
+    _listed_set(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for image_dir, label_dir in (("ds/train.txt", "ds/my_labels"), (tmp_path / "ds" / "train.txt", tmp_path / "ds" / "my_labels")):
+        ds = YoloDetection(image_dir, class_names=["cat"], label_dir=label_dir)
+        assert ds[0][1]["boxes"].tolist() == [[10, 5, 30, 15]], image_dir  # not a background image
+        assert ds.annotations.annotation_files[0] == str(tmp_path / "ds" / "my_labels" / "images" / "a.txt")
+        assert ds.annotations.file_paths[0] == str(tmp_path / "ds" / "images" / "a.jpg")
+
+
+def test_missing_listed_image_is_reported_once(tmp_path):
+    _listed_set(tmp_path)
+    (tmp_path / "ds" / "train.txt").write_text("images/a.jpg\nimages/gone.jpg\n")
+    with pytest.raises(DatasetError) as info:
+        YoloDetection(tmp_path / "ds" / "train.txt", class_names=["cat"], label_dir=tmp_path / "ds" / "my_labels")
+    assert [p.kind for p in info.value.problems] == ["missing_image"]
+    assert "gone.jpg does not exist" in str(info.value)
+    ds = YoloDetection(tmp_path / "ds" / "train.txt", class_names=["cat"], label_dir=tmp_path / "ds" / "my_labels",
+                       check_policy="drop")
+    assert len(ds) == 1 and ds.check_counts["dropped_images"] == 1
+
+
+def test_non_finite_and_huge_class_fields_are_reported(tmp_path):
+    images = _yolo_set(tmp_path)
+    (tmp_path / "ds" / "labels" / "train" / "a.txt").write_text(
+        "nan 0.5 0.5 0.2 0.2\ninf 0.5 0.5 0.2 0.2\n-inf 0.5 0.5 0.2 0.2\n1e30 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(DatasetError) as info:
+        YoloDetection(images, class_names=["cat", "dog"])
+    message = str(info.value)
+    assert "a.txt, image id 0, line 1: malformed annotation: class index 'nan' is not an integer" in message
+    assert "a.txt, image id 0, line 2: malformed annotation: class index 'inf' is not an integer" in message
+    assert "a.txt, image id 0, line 3: malformed annotation: class index '-inf' is not an integer" in message
+    assert "a.txt, image id 0, line 4: label out of range: class index 1000000000000000019884624838656" in message
+    dropped = YoloDetection(images, class_names=["cat", "dog"], check_policy="drop")
+    assert dropped[0][1]["boxes"].tolist() == [[32, 16, 48, 24]] and dropped[0][1]["labels"].tolist() == [1]
