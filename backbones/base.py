@@ -16,6 +16,9 @@ A backbone maps ``Tensor[B, 3, H, W]`` (float, normalised as its weights expect)
   (the subset of ``cN`` to return; layers after the last one requested are not built).
 - ``fuse_norm_()``: folds every frozen or eval-mode BatchNorm into the convolution before it,
   in place, for inference.
+- ``split_last_stage_()`` (ResNet and GoogLeNet families): detaches the stage producing the
+  deepest output, in place, and returns it with its weights, for a C4 detector whose box head
+  is the c5 stage.
 
 A non-4D input, or one without 3 channels, raises ``ValueError`` naming the expected shape.
 """
@@ -90,6 +93,7 @@ class Backbone(nn.Module):
         self.size_divisibility: int = 0
         self.frozen_stages: int = -1
         self._frozen_modules: list[nn.Module] = []
+        self._stages: list[list[nn.Module]] = []
 
     # ----------------------------------------------------------------------------- set-up
     @staticmethod
@@ -113,21 +117,53 @@ class Backbone(nn.Module):
         ``channels`` maps every name in ``out_features`` to its channel count; ``stages[0]``
         is the stem and ``stages[k]`` the modules producing the k-th output stride group.
         """
-        self.out_features = list(out_features)
-        self.out_channels = {name: channels[name] for name in self.out_features}
-        self.strides = {name: 2 ** int(name[1:]) for name in self.out_features}
-        self.size_divisibility = max(self.strides.values())
+        self._set_out_features(out_features, channels)
         if not isinstance(frozen_stages, int) or not -1 <= frozen_stages < len(stages):
             raise ValueError(
                 f"{type(self).__name__}: frozen_stages={frozen_stages!r} must be an int in "
                 f"-1..{len(stages) - 1} (-1 nothing, 0 the stem, k the stem and the first k "
                 f"of the {len(stages) - 1} stages built for out_features={self.out_features})")
         self.frozen_stages = frozen_stages
+        self._stages = [list(stage) for stage in stages]
         self._frozen_modules = [m for stage in stages[: frozen_stages + 1] for m in stage]
         for module in self._frozen_modules:
             for p in module.parameters():
                 p.requires_grad_(False)
         self.train(self.training)
+
+    def _set_out_features(self, out_features: Sequence[str], channels: dict[str, int]) -> None:
+        self.out_features = list(out_features)
+        self.out_channels = {name: channels[name] for name in self.out_features}
+        self.strides = {name: 2 ** int(name[1:]) for name in self.out_features}
+        self.size_divisibility = max(self.strides.values())
+
+    def split_last_stage_(self) -> tuple[nn.Module, bool]:
+        """Detach the stage that produces the deepest output, in place, and return
+        ``(stage, frozen)``: a module mapping the previous output to the deepest one, with its
+        weights (ResNet's ``layer4``; GoogLeNet's ``Sequential(maxpool4, inception5a,
+        inception5b)``), and whether ``frozen_stages`` covered it (its parameters then keep
+        ``requires_grad=False``; the new owner must keep its norm layers in eval mode).
+
+        The backbone no longer builds, runs or returns that output; ``frozen_stages`` is
+        capped at the stages left. The output before it must be returned too: build with
+        ``out_features=[..., "c4", "c5"]`` to split off the c5 stage.
+        """
+        if len(self.out_features) < 2 or int(self.out_features[-2][1:]) != int(self.out_features[-1][1:]) - 1:
+            raise ValueError(
+                f"{self.name}: split_last_stage_() needs the output before the last one among "
+                f"out_features (e.g. ['c4', 'c5']), got {self.out_features}")
+        stage = self._pop_last_stage()
+        stage_modules = self._stages.pop()
+        frozen = self.frozen_stages >= len(self._stages)
+        self.frozen_stages = min(self.frozen_stages, len(self._stages) - 1)
+        self._frozen_modules = [m for m in self._frozen_modules if not any(m is s for s in stage_modules)]
+        self._set_out_features(self.out_features[:-1], self.out_channels)
+        return stage, frozen
+
+    def _pop_last_stage(self) -> nn.Module:
+        """Remove the last stage's modules from this backbone and return them as one module
+        (families supporting :meth:`split_last_stage_` implement it)."""
+        raise NotImplementedError(f"{self.name} cannot split off its last stage")
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -8,7 +8,9 @@ more than once is left alone, as is every GroupNorm. Returns the number of pairs
 
 For ``y = W * x + b`` followed by ``(y - mean) / sqrt(var + eps) * gamma + beta`` the folded
 convolution is ``W' = W * s`` and ``b' = (b - mean) * s + beta`` with
-``s = gamma / sqrt(var + eps)`` per output channel.
+``s = gamma / sqrt(var + eps)`` per output channel. :func:`fold_norm_into_conv_` does this
+rewrite for one ``(conv, norm)`` pair; it is also what the detector's inference path uses
+for the conv + norm blocks of an FPN or a conv box head.
 """
 from __future__ import annotations
 
@@ -46,12 +48,34 @@ def _norm_scale_shift(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         return norm.scale_and_shift()
     if norm.training:
         raise RuntimeError(
-            "fuse_norm_() folds BatchNorm statistics, but a BatchNorm2d is in training mode and "
-            "would still update them; call .eval() first")
+            "cannot fold a BatchNorm2d in training mode into its convolution: it normalises with "
+            "batch statistics and would still update its running ones; call .eval() first")
+    if norm.running_var is None:
+        raise RuntimeError(
+            "cannot fold a BatchNorm2d with track_running_stats=False: it normalises with the "
+            "statistics of each batch, even in eval mode")
     weight = norm.weight if norm.affine else torch.ones_like(norm.running_var)
     bias = norm.bias if norm.affine else torch.zeros_like(norm.running_var)
     scale = weight * torch.rsqrt(norm.running_var + norm.eps)
     return scale, bias - norm.running_mean * scale
+
+
+@torch.no_grad()
+def fold_norm_into_conv_(conv: nn.Module, norm: nn.Module) -> None:
+    """Rescale ``conv``'s weight and bias in place so that it computes ``norm(conv(x))``.
+
+    ``norm`` is a :class:`FrozenBatchNorm2d` or an eval-mode ``nn.BatchNorm2d`` (a BatchNorm
+    in training mode raises RuntimeError); the caller replaces it by ``nn.Identity``. The new
+    parameters keep the convolution's dtype and ``requires_grad`` (a bias is added if the
+    convolution had none).
+    """
+    scale, shift = _norm_scale_shift(norm)
+    dtype = conv.weight.dtype
+    weight = conv.weight * scale.reshape(-1, 1, 1, 1).to(dtype)
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    requires_grad = conv.weight.requires_grad
+    conv.weight = nn.Parameter(weight, requires_grad=requires_grad)
+    conv.bias = nn.Parameter(bias.to(dtype), requires_grad=requires_grad)
 
 
 def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -82,11 +106,7 @@ def fuse_conv_norm_(root: nn.Module) -> int:
         if (not _is_conv(conv) or len(producer.users) != 1 or calls[producer.target] != 1
                 or calls[node.target] != 1 or conv.weight.shape[0] != norm.running_var.shape[0]):
             continue
-        scale, shift = _norm_scale_shift(norm)
-        weight = conv.weight * scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype)
-        bias = shift if conv.bias is None else conv.bias * scale + shift
-        conv.weight = nn.Parameter(weight, requires_grad=conv.weight.requires_grad)
-        conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
+        fold_norm_into_conv_(conv, norm)
         _set_submodule(root, node.target, nn.Identity())
         folded += 1
     return folded

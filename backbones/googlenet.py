@@ -49,9 +49,25 @@ STAGE_MODULES = {"c3": ("3a", "3b"), "c4": ("4a", "4b", "4c", "4d", "4e"), "c5":
 OUTPUT_NAMES = ("c2", "c3", "c4", "c5")
 DEFAULT_OUTPUTS = ("c3", "c4", "c5")
 
-# torchvision's transform_input: x_imagenet * std / 0.5 + (mean - 0.5) / 0.5 per channel.
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class InputTransform(nn.Module):
+    """torchvision's ``transform_input`` of GoogLeNet / Inception v3: ImageNet-normalised input
+    to the ``(x - 0.5) / 0.5`` scale of Google's weights, ``x * std / 0.5 + (mean - 0.5) / 0.5``
+    per channel. Its constants are non-persistent buffers: they follow ``.to()`` but are no
+    part of any state dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor([s / 0.5 for s in _IMAGENET_STD]).reshape(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("shift", torch.tensor([(m - 0.5) / 0.5 for m in _IMAGENET_MEAN]).reshape(1, 3, 1, 1),
+                             persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale + self.shift
 
 
 def _init_linear_or_conv(m: nn.Module, layout: str) -> None:
@@ -166,10 +182,7 @@ class GoogLeNet(Backbone):
         out_features = self.resolve_out_features(out_features, OUTPUT_NAMES, DEFAULT_OUTPUTS,
                                                  "googlenet")
         last = out_features[-1]
-        self.register_buffer("input_scale", torch.tensor([s / 0.5 for s in _IMAGENET_STD]).reshape(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("input_shift", torch.tensor([(m - 0.5) / 0.5 for m in _IMAGENET_MEAN]).reshape(1, 3, 1, 1),
-                             persistent=False)
+        self.input_transform = InputTransform() if self.transform_input else None
 
         self.conv1 = BasicConv2d(3, 64, 7, stride=2, padding=3, norm=norm)
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
@@ -213,8 +226,8 @@ class GoogLeNet(Backbone):
     def stem(self, x: Tensor) -> Tensor:
         """Input transform (if enabled), conv1, max-pool, (LRN), conv2, conv3, (LRN): the
         stride-4 ``c2`` map."""
-        if self.transform_input:
-            x = x * self.input_scale + self.input_shift
+        if self.input_transform is not None:
+            x = self.input_transform(x)
         x = self.lrn1(self.maxpool1(self.conv1(x)))
         return self.lrn2(self.conv3(self.conv2(x)))
 
@@ -236,6 +249,13 @@ class GoogLeNet(Backbone):
         if head in ("fc", "aux1", "aux2"):
             return True
         return head.startswith("inception") and not hasattr(self, head)
+
+    def _pop_last_stage(self) -> nn.Module:
+        pool_name, _, modules = self._groups.pop()
+        stage = nn.Sequential(*(getattr(self, name) for name in (pool_name, *modules)))
+        for name in (pool_name, *modules):
+            delattr(self, name)
+        return stage
 
 
 class GoogLeNetOutputs(NamedTuple):

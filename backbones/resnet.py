@@ -183,6 +183,14 @@ class ResNet(Backbone):
         head = key.split(".", 1)[0]
         return head.startswith("layer") and head not in self._layer_to_output
 
+    def _pop_last_stage(self) -> nn.Module:
+        name = f"layer{self.num_stages}"
+        stage = getattr(self, name)
+        delattr(self, name)
+        del self._layer_to_output[name]
+        self.num_stages -= 1
+        return stage
+
 
 class ResNetClassifier(ResNet):
     """ResNet image classifier: the backbone, global average pooling and a linear layer.

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from backbones.base import Backbone
+from backbones.googlenet import InputTransform
 from backbones.norm import check_norm, convert_frozen_batchnorm
 
 logger = logging.getLogger("backbones")
@@ -114,23 +115,6 @@ def _units(model: nn.Module, spec: TrunkSpec) -> list[tuple[str, nn.Module]]:
         else:
             units.append((name, module))
     return units
-
-
-class _InputTransform(nn.Module):
-    """torchvision's ``transform_input`` of GoogLeNet / Inception v3: ImageNet-normalised
-    input to the ``(x - 0.5) / 0.5`` scale of Google's weights."""
-
-    def __init__(self):
-        super().__init__()
-        from backbones.googlenet import _IMAGENET_MEAN, _IMAGENET_STD
-
-        self.register_buffer("scale", torch.tensor([s / 0.5 for s in _IMAGENET_STD]).reshape(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("shift", torch.tensor([(m - 0.5) / 0.5 for m in _IMAGENET_MEAN]).reshape(1, 3, 1, 1),
-                             persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * self.scale + self.shift
 
 
 def _measure(units: Sequence[tuple[str, nn.Module]], spec: TrunkSpec, size: int,
@@ -251,7 +235,7 @@ class TorchvisionBackbone(Backbone):
         self._unit_paths = [path for path, _ in kept]
         self._unit_strides = [stride for stride, _ in shapes[: last_index + 1]]
         self._channels_last_units = spec.channels_last
-        self.input_transform = _InputTransform() if self.transform_input else None
+        self.input_transform = InputTransform() if self.transform_input else None
 
         if norm == "frozen_bn":
             convert_frozen_batchnorm(self)

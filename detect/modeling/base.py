@@ -53,13 +53,16 @@ def validate_targets(targets, num_images: int, num_classes: int) -> None:
 
     Each target is a dict with ``boxes`` float [N, 4] (x1, y1, x2, y2 with x2 > x1 and
     y2 > y1, finite) and ``labels`` int64 [N] in 1..num_classes. N = 0 is valid.
-    The checks run on whole tensors; only the error path looks at individual boxes.
+    Types and shapes are checked first, image by image; the values are then checked on whole
+    tensors with one host read for the batch, and only when that finds a problem are the
+    images and boxes looked at one by one to name the first bad one.
     """
     if targets is None:
         raise ValueError("targets are required to compute losses: list of dicts with 'boxes' and 'labels'")
     if not isinstance(targets, (list, tuple)) or len(targets) != num_images:
         got = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
         raise ValueError(f"expected a list of {num_images} target dicts (one per image), got {got}")
+    problems = []  # per non-empty image: (index, bad box mask, bad label mask)
     for i, target in enumerate(targets):
         if not isinstance(target, dict) or "boxes" not in target or "labels" not in target:
             raise ValueError(f"target {i}: expected a dict with 'boxes' [N, 4] and 'labels' [N]")
@@ -76,19 +79,26 @@ def validate_targets(targets, num_images: int, num_classes: int) -> None:
             raise ValueError(f"target {i}: labels must be int64, got {labels.dtype}")
         if boxes.shape[0] == 0:
             continue
-        finite = torch.isfinite(boxes).all(dim=1)
-        positive = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        bad = ~(finite & positive)
-        if bad.any():
-            j = int(bad.nonzero()[0, 0])
-            what = "non-finite" if not bool(finite[j]) else "degenerate (needs x2 > x1 and y2 > y1)"
+        valid = torch.isfinite(boxes).all(dim=1) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        problems.append((i, ~valid, (labels < 1) | (labels > num_classes)))
+    if not problems:
+        return
+    device = problems[0][1].device
+    any_bad = torch.stack([mask.any().to(device) for _, *masks in problems for mask in masks])
+    if not bool(any_bad.any()):
+        return  # the one host read of a valid batch
+    for i, bad_box, bad_label in problems:
+        boxes, labels = targets[i]["boxes"], targets[i]["labels"]
+        if bool(bad_box.any()):
+            j = int(bad_box.nonzero()[0, 0])
+            finite = bool(torch.isfinite(boxes[j]).all())
+            what = "non-finite" if not finite else "degenerate (needs x2 > x1 and y2 > y1)"
             raise ValueError(
                 f"target {i}, box {j}: {what} box {boxes[j].tolist()}; boxes are x1, y1, x2, y2 in "
                 "pixels; drop or fix it in the dataset (tools/check_dataset.py lists such boxes)"
             )
-        out_of_range = (labels < 1) | (labels > num_classes)
-        if out_of_range.any():
-            j = int(out_of_range.nonzero()[0, 0])
+        if bool(bad_label.any()):
+            j = int(bad_label.nonzero()[0, 0])
             raise ValueError(
                 f"target {i}, box {j}: label {int(labels[j])} is outside 1..{num_classes}; labels are "
                 f"1..K for K={num_classes} foreground classes, 0 is background and is never a target"

@@ -98,12 +98,28 @@ class ConvStageHead(nn.Module):
         stage: the module to run (e.g. ResNet's ``layer4``; its first block has stride 2,
             so 14x14 pooled features become 7x7 as in R50-C4).
         out_channels: channels the stage produces.
+        frozen: the stage is a frozen backbone stage: its parameters get no gradient and its
+            norm layers stay in eval mode (their statistics never change), as in the backbone.
     """
 
-    def __init__(self, stage: nn.Module, out_channels: int):
+    def __init__(self, stage: nn.Module, out_channels: int, frozen: bool = False):
         super().__init__()
         self.stage = stage
         self.out_channels = int(out_channels)
+        self.frozen = bool(frozen)
+        if self.frozen:
+            for p in stage.parameters():
+                p.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.stage.eval()
+        return self
+
+    def extra_repr(self) -> str:
+        return f"out_channels={self.out_channels}, frozen={self.frozen}"
 
     def forward(self, x: Tensor) -> Tensor:
         return self.stage(x).mean(dim=(2, 3))

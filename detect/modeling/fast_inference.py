@@ -14,7 +14,8 @@ second pass over memory. It must run after BatchNorm folding (the norm layers ar
 - ResNet ``BasicBlock`` / ``Bottleneck`` of :mod:`backbones.resnet` with folded norms:
   ``conv + ReLU`` and ``conv + residual + ReLU`` fused; deformable convs stay as they are.
 - The ResNet stem's ``conv1`` and ReLU.
-- FPN lateral 1x1 convs: the top-down addition becomes their post-op.
+- FPN lateral 1x1 convs (alone, or followed by the ``Identity`` left by a folded norm): the
+  top-down addition becomes their post-op.
 
 The fused convolutions keep their parameters under the same names, so the numbers are
 those of the unfused model (oneDNN's post-ops compute ``max(conv(x) + residual, 0)`` in
@@ -160,23 +161,27 @@ def _fuse_resnet_blocks(root: nn.Module) -> int:
 
 
 def _fuse_fpn_laterals(root: nn.Module) -> int:
-    from detect.modeling.fpn import FPN
+    from detect.modeling.fpn import FPN, lateral_conv
 
     fused = 0
     for module in root.modules():
         if isinstance(module, FPN):
             for block in module.inner_blocks:
-                if isinstance(block, nn.Sequential) and len(block) == 1 and _plain_conv(block[0]):
-                    block[0] = FusedConv2d(block[0], relu=False)
+                conv = lateral_conv(block)
+                if conv is not None and _plain_conv(conv):
+                    block[0] = FusedConv2d(conv, relu=False)
                     fused += 1
     return fused
 
 
 @torch.no_grad()
 def fold_sequential_norms_(module: nn.Module) -> int:
-    """Fold ``Conv2d -> BatchNorm2d (eval) / FrozenBatchNorm2d`` pairs that sit next to each other
-    in an ``nn.Sequential`` (torchvision's ``Conv2dNormActivation``: FPN v2, conv box heads)
-    into the convolution; the norm becomes ``Identity``. Returns the number folded."""
+    """Fold ``Conv2d -> BatchNorm2d / FrozenBatchNorm2d`` pairs that sit next to each other in
+    an ``nn.Sequential`` (torchvision's ``Conv2dNormActivation``: FPN v2, conv box heads) into
+    the convolution with :func:`backbones.fuse.fold_norm_into_conv_`; the norm becomes
+    ``Identity``. A BatchNorm2d in training mode raises RuntimeError (call ``.eval()``
+    first). Returns the number folded."""
+    from backbones.fuse import fold_norm_into_conv_
     from backbones.norm import FrozenBatchNorm2d
 
     folded = 0
@@ -186,22 +191,10 @@ def fold_sequential_norms_(module: nn.Module) -> int:
         children = list(seq.children())
         for i in range(len(children) - 1):
             conv, norm = children[i], children[i + 1]
-            if not _plain_conv(conv):
-                continue
-            if isinstance(norm, FrozenBatchNorm2d):
-                scale, shift = norm.scale_and_shift()
-            elif isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.track_running_stats:
-                weight = norm.weight if norm.affine else torch.ones_like(norm.running_var)
-                bias = norm.bias if norm.affine else torch.zeros_like(norm.running_var)
-                scale = weight * torch.rsqrt(norm.running_var + norm.eps)
-                shift = bias - norm.running_mean * scale
-            else:
-                continue
-            conv.weight = nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1), requires_grad=conv.weight.requires_grad)
-            bias = shift if conv.bias is None else conv.bias * scale + shift
-            conv.bias = nn.Parameter(bias, requires_grad=conv.weight.requires_grad)
-            seq[i + 1] = nn.Identity()
-            folded += 1
+            if _plain_conv(conv) and isinstance(norm, (nn.BatchNorm2d, FrozenBatchNorm2d)):
+                fold_norm_into_conv_(conv, norm)
+                seq[i + 1] = nn.Identity()
+                folded += 1
     return folded
 
 

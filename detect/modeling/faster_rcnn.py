@@ -37,8 +37,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from torch import nn
-
 from detect.modeling.anchors import AnchorGenerator
 from detect.modeling.box_heads import ConvFCHead, ConvStageHead, FastRCNNPredictor, TwoMLPHead, VGGHead
 from detect.modeling.fpn import FPN
@@ -70,15 +68,6 @@ def _family(name: str) -> str:
     return "other"
 
 
-def _c5_stage(backbone: nn.Module) -> tuple[nn.Module, int] | None:
-    """The modules that turn c4 into c5, and c5's channels, for the families that have them."""
-    if hasattr(backbone, "layer4"):
-        return backbone.layer4, backbone.out_channels["c5"]
-    if hasattr(backbone, "inception5b"):
-        return nn.Sequential(backbone.maxpool4, backbone.inception5a, backbone.inception5b), backbone.out_channels["c5"]
-    return None
-
-
 def _build_backbone(name: str, weights, options: dict, out_features: Sequence[str] | None):
     from backbones import build_backbone
 
@@ -89,15 +78,18 @@ def _build_backbone(name: str, weights, options: dict, out_features: Sequence[st
 
 
 def _backbone_options(family: str, trained: bool, norm, frozen_stages, extra: dict | None) -> dict:
-    """Norm and freezing defaults as torchvision's detection builders: frozen BatchNorm and the
-    stem + first stage frozen when starting from trained weights (for VGG-16 that is conv1-conv2,
-    as in the paper), the backbone's own defaults (trainable BatchNorm) otherwise."""
+    """Norm and freezing defaults as torchvision's detection builders: frozen BatchNorm and,
+    when starting from trained weights, the stem + first stage frozen (``frozen_stages=1``,
+    torchvision's ``trainable_backbone_layers=3``); the backbone's own defaults (trainable
+    BatchNorm, nothing frozen) otherwise. VGG is the exception: its stem (the stride-2 group)
+    is conv1 and conv2 and its first stage conv3, so ``frozen_stages=0`` freezes conv1-conv2
+    and fine-tunes from conv3_1, as in the Faster R-CNN paper."""
     options = dict(extra or {})
     has_norm = not (family == "googlenet" and options.get("layout", "torchvision") == "paper")
     if norm is None and trained and has_norm:
         norm = "frozen_bn"
     if frozen_stages is None and trained:
-        frozen_stages = 1
+        frozen_stages = 0 if family == "vgg" else 1
     if norm is not None:
         options["norm"] = norm
     if frozen_stages is not None:
@@ -166,7 +158,9 @@ def build_faster_rcnn(
         backbone_weights: ``None``, ``"torchvision"`` or a path, for the backbone alone.
         backbone_norm, backbone_frozen_stages: backbone options; by default frozen BN and a
             frozen stem + first stage when ``weights`` or ``backbone_weights`` is given
-            (torchvision's ``trainable_backbone_layers=3``), trainable BN otherwise.
+            (torchvision's ``trainable_backbone_layers=3``; for VGG conv1-conv2, as in the
+            paper), trainable BN and nothing frozen otherwise. In the C4 variants
+            ``backbone_frozen_stages=4`` also freezes the c5 stage that is the box head.
         backbone_options: further keyword options for ``build_backbone`` (e.g. ``layout``).
         fpn_channels: channels of the FPN levels.
         fpn_norm: ``None`` (default), ``"bn"`` or ``"frozen_bn"`` after each FPN convolution.
@@ -211,19 +205,18 @@ def build_faster_rcnn(
     family = _family(name) if name else "object"
     options = _backbone_options(family, trained, backbone_norm, backbone_frozen_stages, backbone_options)
 
-    head_stage = None
+    head = None
     if name is None:
         body = backbone
         if backbone_weights is not None:
             body.load_weights(backbone_weights)
     elif not fpn and family in ("resnet", "googlenet"):
-        # C4: the trunk stops at c4 and the c5 stage becomes the box head, with its weights.
-        full = _build_backbone(name, backbone_weights, options, None)
-        stage = _c5_stage(full)
-        if stage is None:
-            raise ValueError(f"backbone {name!r} exposes no c5 stage to use as the C4 box head")
-        head_stage = stage
-        body = _build_backbone(name, backbone_weights, options, ["c4"])
+        # C4: the trunk is built (and its weights loaded) once up to c5; its c5 stage is then
+        # detached to become the box head, frozen if frozen_stages covered it.
+        body = _build_backbone(name, backbone_weights, options, ["c4", "c5"])
+        head_channels = body.out_channels["c5"]
+        stage, stage_frozen = body.split_last_stage_()
+        head = ConvStageHead(stage, head_channels, frozen=stage_frozen)
     else:
         # VGG-16 without FPN stops at conv5_3 (c4, stride 16): its last max-pool is not needed.
         out_features = ["c4"] if family == "vgg" and not fpn else None
@@ -282,21 +275,20 @@ def build_faster_rcnn(
         score_thresh=rpn_score_thresh,
     )
 
-    pooled_size = 14 if head_stage is not None else 7
+    pooled_size = 14 if head is not None else 7
     pooler = RoIPooler(
         pooled_size,
         [strides[n] for n in roi_features],
         pooler_type=box_roi_pool or default_pool,
         sampling_ratio=box_sampling_ratio,
     )
-    if head_stage is not None:
-        head = ConvStageHead(*head_stage)
-    elif family == "vgg" and not fpn:
-        head = VGGHead(channels * pooled_size**2, box_representation_size or 4096)
-    elif box_head == "4conv1fc":
-        head = ConvFCHead((channels, pooled_size, pooled_size), [256] * 4, [box_representation_size or 1024], norm="bn")
-    else:
-        head = TwoMLPHead(channels * pooled_size**2, box_representation_size or 1024)
+    if head is None:  # (the C4 head was taken from the backbone above)
+        if family == "vgg" and not fpn:
+            head = VGGHead(channels * pooled_size**2, box_representation_size or 4096)
+        elif box_head == "4conv1fc":
+            head = ConvFCHead((channels, pooled_size, pooled_size), [256] * 4, [box_representation_size or 1024], norm="bn")
+        else:
+            head = TwoMLPHead(channels * pooled_size**2, box_representation_size or 1024)
     roi_heads = RoIHeads(
         pooler,
         head,
@@ -311,7 +303,8 @@ def build_faster_rcnn(
         detections_per_img=box_detections_per_img,
     )
 
-    divisibility = max(max(strides[n] for n in roi_features), int(getattr(body, "size_divisibility", 32)))
+    # The RoI levels have the backbone's strides, so none exceeds its size_divisibility.
+    divisibility = int(body.size_divisibility)
     transform = ImageTransform(
         min_size,
         max_size,

@@ -41,6 +41,17 @@ def _level(name: str) -> int:
     return int(name[1:])
 
 
+def lateral_conv(block: nn.Module) -> nn.Module | None:
+    """The convolution of a lateral block that is a convolution alone: ``Sequential(conv)``
+    or, once a norm is folded into it (``fpn_norm="bn"``), ``Sequential(conv, Identity...)``;
+    ``None`` for any other block."""
+    if not isinstance(block, nn.Sequential) or len(block) == 0:
+        return None
+    if all(isinstance(m, nn.Identity) for m in list(block)[1:]):
+        return block[0]
+    return None
+
+
 class FPN(FeaturePyramidNetwork):
     """Top-down pathway with lateral 1x1 and output 3x3 convolutions, plus optional P(N+1).
 
@@ -83,7 +94,7 @@ class FPN(FeaturePyramidNetwork):
         """Lateral 1x1 conv of level ``index``, plus the upsampled top-down map if given. An
         inference-fused conv (see :mod:`detect.modeling.fast_inference`) adds it as a post-op."""
         block = self.inner_blocks[index]
-        conv = block[0] if isinstance(block, nn.Sequential) and len(block) == 1 else None
+        conv = lateral_conv(block)
         if top_down is not None and getattr(conv, "accepts_residual", False):
             return conv(x, top_down)
         lateral = block(x)
@@ -98,7 +109,6 @@ class FPN(FeaturePyramidNetwork):
             top_down = F.interpolate(last_inner, size=x[index].shape[-2:], mode="nearest")
             last_inner = self._lateral(index, x[index], top_down)
             results.insert(0, self.layer_blocks[index](last_inner))
-        names = list(self.in_features)
         if self.extra_blocks is not None:
-            results, names = self.extra_blocks(results, x, names)
+            results, _ = self.extra_blocks(results, x, list(self.in_features))
         return OrderedDict(zip(self.out_names, results))

@@ -63,7 +63,6 @@ def roi_align_gather_indices(
     spatial_scale: float,
     sampling_ratio: int,
     aligned: bool = False,
-    index_offset: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Table rows ``[R * Ph * Pw, 4 * s * s]`` and weights of every output value of RoIAlign.
 
@@ -87,7 +86,7 @@ def roi_align_gather_indices(
     x_index, x_weight = _axis_samples(x1, roi_w / pooled_w, pooled_w, sampling_ratio, width, dtype)
 
     num_rois = rois.shape[0]
-    image = rois[:, 0].long() * (height * width) + index_offset
+    image = rois[:, 0].long() * (height * width)
     # Broadcast to [R, Ph, Pw, sy, sx, 2 (y tap), 2 (x tap)].
     index = (
         image[:, None, None, None, None, None, None]

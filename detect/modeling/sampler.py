@@ -44,11 +44,10 @@ class BalancedPositiveNegativeSampler:
             f"positive_fraction={self.positive_fraction})"
         )
 
-    def _choose(self, mask: Tensor, count: int) -> Tensor:
-        """A boolean mask with ``count`` of the True entries of ``mask`` kept, at random."""
-        candidates = torch.where(mask)[0]
-        permutation = torch.randperm(candidates.numel(), device=mask.device, generator=self.generator)
-        chosen = torch.zeros_like(mask)
+    def _choose(self, candidates: Tensor, count: int, like: Tensor) -> Tensor:
+        """A boolean mask shaped as ``like`` with ``count`` of the ``candidates`` indices set, at random."""
+        permutation = torch.randperm(candidates.numel(), device=like.device, generator=self.generator)
+        chosen = torch.zeros_like(like, dtype=torch.bool)
         chosen[candidates[permutation[:count]]] = True
         return chosen
 
@@ -56,12 +55,13 @@ class BalancedPositiveNegativeSampler:
         positives, negatives = [], []
         max_positive = int(self.batch_size_per_image * self.positive_fraction)
         for labels_per_image in labels:
-            is_positive = labels_per_image >= 1
-            is_negative = labels_per_image == 0
-            # Two small host reads per image size the draws; there is no way around them
-            # since the sample sizes depend on how many candidates exist.
-            num_positive = min(int(is_positive.sum()), max_positive)
-            num_negative = min(int(is_negative.sum()), self.batch_size_per_image - num_positive)
-            positives.append(self._choose(is_positive, num_positive))
-            negatives.append(self._choose(is_negative, num_negative))
+            # The sample sizes depend on how many candidates exist. torch.where learns that
+            # count (one device sync on GPU): once for the positives, once for the negatives,
+            # and the counts are the lengths of the index tensors, with no further host read.
+            positive = torch.where(labels_per_image >= 1)[0]
+            negative = torch.where(labels_per_image == 0)[0]
+            num_positive = min(positive.numel(), max_positive)
+            num_negative = min(negative.numel(), self.batch_size_per_image - num_positive)
+            positives.append(self._choose(positive, num_positive, labels_per_image))
+            negatives.append(self._choose(negative, num_negative, labels_per_image))
         return positives, negatives

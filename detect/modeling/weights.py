@@ -18,10 +18,16 @@ Files are read with ``torch.load(weights_only=True)``.
 
 torchvision's v1 COCO weights (``fasterrcnn_resnet50_fpn_coco-258fb6c6.pth``) were trained
 and are evaluated with FrozenBatchNorm eps = 0 (torchvision sets it after loading them; v2
-uses BatchNorm eps 1e-5). The conversion folds the backbone's eps into the stored statistics -- scale ``w / sqrt(var + eps_tv)`` and
-shift ``b - mean * scale`` become ``weight`` and ``bias`` with ``mean = 0`` and
-``var = 1 - eps_ours`` -- so that our frozen BatchNorm (any eps) computes exactly
-torchvision's numbers and the converted state dict needs no special flag.
+uses BatchNorm eps 1e-5). Where the target backbone norm is a :class:`FrozenBatchNorm2d`
+whose eps differs from the source's, the conversion folds the source eps into the stored
+statistics -- scale ``w / sqrt(var + eps_tv)`` and shift ``b - mean * scale`` become
+``weight`` and ``bias`` with ``mean = 0`` and ``var = 1 - eps_ours`` -- so that our frozen
+BatchNorm computes exactly torchvision's numbers and the converted state dict needs no
+special flag. Everywhere else the statistics are copied unchanged: a trainable
+``nn.BatchNorm2d`` (``backbone_norm="bn"``, e.g. to fine-tune) must start from the real
+``weight``, ``bias``, ``running_mean`` and ``running_var``, since in training mode it
+normalises with batch statistics and updates the running ones (in eval mode it adds its own
+eps, 1e-5, to the variance where torchvision's v1 adds 0).
 """
 from __future__ import annotations
 
@@ -58,11 +64,19 @@ TORCHVISION_ARCHITECTURES = {
 TORCHVISION_BN_EPS_BY_VERSION = {1: 0.0, 2: 1e-5}
 
 
-def _norm_eps(model: nn.Module, module_path: str, default: float = 1e-5) -> float:
+def _frozen_norm_eps(model: nn.Module | None, module_path: str) -> float | None:
+    """The eps of ``model``'s norm at ``module_path`` if it is a FrozenBatchNorm2d, else None;
+    without a model, that of the frozen BatchNorm ``build_faster_rcnn`` uses for trained
+    weights (1e-5)."""
+    from backbones.norm import FrozenBatchNorm2d
+
+    if model is None:
+        return 1e-5
     try:
-        return float(getattr(model.get_submodule(module_path), "eps", default))
+        norm = model.get_submodule(module_path)
     except AttributeError:
-        return default
+        return None
+    return float(norm.eps) if isinstance(norm, FrozenBatchNorm2d) else None
 
 
 def convert_torchvision_faster_rcnn(state: dict, model: nn.Module | None = None, bn_eps: float | None = None) -> dict:
@@ -70,10 +84,12 @@ def convert_torchvision_faster_rcnn(state: dict, model: nn.Module | None = None,
 
     ``backbone.body.*`` -> ``backbone.*``, ``backbone.fpn.*`` -> ``neck.*`` (pre-0.8 keys
     ``inner_blocks.i.weight`` become ``inner_blocks.i.0.weight``), ``rpn.head.conv.*`` ->
-    ``rpn.head.conv.0.0.*``; ``rpn`` and ``roi_heads`` keep their names. Backbone
-    BatchNorm statistics are re-expressed for our eps (see the module docstring); ``model``
-    supplies each norm layer's eps (1e-5 when omitted), ``bn_eps`` is the source's eps
-    (default: 0 for v1, 1e-5 for v2, as torchvision runs its published weights).
+    ``rpn.head.conv.0.0.*``; ``rpn`` and ``roi_heads`` keep their names. The statistics of
+    a backbone norm that is frozen in ``model`` with an eps other than the source's are
+    re-expressed for its eps; all others are copied unchanged (see the module docstring).
+    Without ``model`` every backbone norm is taken to be a FrozenBatchNorm2d with eps 1e-5.
+    ``bn_eps`` is the source's eps (default: 0 for v1, 1e-5 for v2, as torchvision runs its
+    published weights).
     """
     if bn_eps is None:
         bn_eps = TORCHVISION_BN_EPS_BY_VERSION[torchvision_faster_rcnn_version(state) or 1]
@@ -92,10 +108,12 @@ def convert_torchvision_faster_rcnn(state: dict, model: nn.Module | None = None,
 
     norm_prefixes = [k[: -len("running_var")] for k in out if k.startswith("backbone.") and k.endswith("running_var")]
     for prefix in norm_prefixes:
+        our_eps = _frozen_norm_eps(model, prefix[:-1])
+        if our_eps is None or our_eps == bn_eps:
+            continue
         weight, bias = out[prefix + "weight"], out[prefix + "bias"]
         mean, var = out[prefix + "running_mean"], out[prefix + "running_var"]
         scale = weight * torch.rsqrt(var + bn_eps)
-        our_eps = _norm_eps(model, prefix[:-1]) if model is not None else 1e-5
         out[prefix + "weight"] = scale
         out[prefix + "bias"] = bias - mean * scale
         out[prefix + "running_mean"] = torch.zeros_like(mean)
