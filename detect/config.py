@@ -54,6 +54,8 @@ import runpy
 from pathlib import Path, PurePath
 from typing import Any, Iterable, Mapping
 
+from detect.filesystem import atomic_write
+
 __all__ = ["ConfigError", "DEFAULTS", "load_config", "merge_configs", "apply_overrides", "save_config", "to_plain"]
 
 
@@ -328,8 +330,10 @@ def to_plain(value: Any, where: str = "") -> Any:
 
 
 def save_config(config: Mapping, path) -> Path:
-    """Write the resolved config as JSON (tuples become lists)."""
+    """Write the resolved config as JSON (tuples become lists), atomically: a crash never
+    leaves a half-written ``config.json`` (:func:`detect.filesystem.atomic_write`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(config, indent=2) + "\n"  # serialise first: an unserialisable config writes nothing
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(text)
     return path

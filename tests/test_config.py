@@ -119,6 +119,23 @@ def test_resolved_config_round_trips_through_json(recipe, tmp_path):
     assert load_config(loaded)["train"]["epochs"] == 2
 
 
+def test_save_config_is_atomic(recipe, tmp_path, monkeypatch):
+    import os
+
+    path = save_config(load_config(recipe, ["train.epochs=2"]), tmp_path / "run" / "config.json")
+    before = path.read_text()
+
+    def killed_before_rename(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed_before_rename)
+    with pytest.raises(KeyboardInterrupt):
+        save_config(load_config(recipe, ["train.epochs=3"]), path)
+    monkeypatch.undo()
+    assert path.read_text() == before  # the previous file, complete
+    assert [p.name for p in path.parent.iterdir()] == ["config.json"]  # no temporary file left
+
+
 def test_apply_overrides_does_not_mutate_its_input():
     cfg = merge_configs(DEFAULTS, {})
     changed = apply_overrides(cfg, ["train.epochs=1"])

@@ -6,6 +6,7 @@
 - :mod:`detect.engine.checkpoint`: ``save_checkpoint`` / ``load_checkpoint`` / ``CheckpointError``;
 - :mod:`detect.engine.optim` (optimizers, LR schedules), :mod:`detect.engine.ema`,
   :mod:`detect.engine.evaluation` (validation loop), :mod:`detect.engine.distributed`,
+  :mod:`detect.engine.device` (device and AMP mode, autocast; the Predictor uses it too),
   :mod:`detect.engine.data_order`, :mod:`detect.engine.rng`, :mod:`detect.engine.loggers`.
 
 Nothing is imported here, so that ``import detect.engine.checkpoint`` stays light.

@@ -18,13 +18,14 @@ assembles it)::
     iteration        iterations done (batches trained on, skipped non-finite steps included)
     rng              torch / cuda / numpy / python RNG states of rank 0 as tensors, tuples and
                      ints (detect.engine.rng); rng_per_rank: every rank's, under torch.distributed
-    data_order       {"seed", "epoch", "next_batch", "num_batches", "world_size"}: where in the
-                     epoch's batch order a resumed run continues
+    data_order       {"seed", "next_batch", "num_batches", "world_size"}: where in the batch
+                     order of epoch ``epoch`` a resumed run continues
     config           the resolved config dict (config["model"] rebuilds the model)
     class_names      list[str]; label k is class_names[k - 1]
     color_order      "RGB"
     box_format       "xyxy"
     metrics          the last validation metrics (dict[str, float]) or {}
+    metrics_iteration  the iteration those metrics were computed at, or None
     best             {"metric", "value", "epoch", "iteration"} of best.pth so far, or None
 
 Only tensors and plain Python data are stored, so every checkpoint loads with
@@ -33,13 +34,13 @@ Only tensors and plain Python data are stored, so every checkpoint loads with
 When EMA is enabled the evaluated weights are the EMA ones: :func:`inference_state_dict`
 returns them (and the raw ``model`` weights otherwise); use it for evaluation and inference.
 
-Crash safety: :func:`save_checkpoint` writes ``.<name>.<pid>.tmp`` next to the target,
-flushes and fsyncs it, then ``os.replace``-s it over the target and fsyncs the directory,
-so a crash at any point leaves either the previous complete file or the new one.
+Crash safety: :func:`save_checkpoint` writes through :func:`detect.filesystem.atomic_write`
+(a temporary file next to the target, flushed and fsynced, then ``os.replace``-d over the
+target, the directory fsynced), so a crash at any point leaves either the previous
+complete file or the new one.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -47,6 +48,8 @@ from typing import Any, Mapping
 
 import torch
 from torch import Tensor
+
+from detect.filesystem import atomic_write
 
 FORMAT_VERSION = 1
 LAST_NAME = "last.pth"
@@ -64,33 +67,9 @@ def save_checkpoint(path, payload: Mapping[str, Any]) -> Path:
     previous file of that name (if any) survives any failure during the write.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(dict(payload), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+    with atomic_write(path, "wb") as f:
+        torch.save(dict(payload), f)
     return path
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform can open a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path, map_location="cpu", *, require_model: bool = True) -> dict:

@@ -9,14 +9,15 @@ a no-op for a single process, so the same code path serves both.
 Rules the engine follows: every rank trains on its own shard (DistributedSampler) with
 gradients averaged by DistributedDataParallel; every rank takes part in evaluation
 (evaluators gather on rank 0); only rank 0 logs, prints and writes files, and the other
-ranks wait at a barrier until it is done.
+ranks wait until it is done (:func:`on_main_process`, which also stops every rank when
+the work failed on rank 0, rather than leaving the others waiting at a barrier until
+the process-group timeout).
 """
 from __future__ import annotations
 
 import datetime
 import os
-from contextlib import contextmanager
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -42,26 +43,15 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
 
 
-def resolve_device(requested: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; under torchrun CUDA means ``cuda:LOCAL_RANK``."""
-    requested = str(requested or "auto")
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {requested!r} asked for but CUDA is not available; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-    return device
-
-
 def init_distributed(device: torch.device, timeout_s: float = 1800) -> bool:
     """Start the process group when launched by torchrun; return whether it is distributed.
 
+    A CUDA ``device`` (``detect.engine.device.resolve_device`` gives ``cuda:LOCAL_RANK``
+    under torchrun) becomes the process's current CUDA device first, which NCCL needs.
     Idempotent: an already-initialised group (e.g. a test that set it up) is kept.
     """
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if is_distributed():
         return True
     if not launched_by_torchrun():
@@ -79,21 +69,31 @@ def destroy_distributed() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
+class MainProcessError(RuntimeError):
+    """Raised on the other ranks when work that only rank 0 does failed there."""
 
 
-@contextmanager
-def main_process_first():
-    """Rank 0 runs the block first (e.g. a download or a cache build), the others after it."""
-    if not is_main_process():
-        barrier()
-    try:
-        yield
-    finally:
-        if is_main_process():
-            barrier()
+def on_main_process(fn: Callable[[], Any], what: str) -> None:
+    """Run ``fn`` on rank 0 while the other ranks wait; if it fails, every rank stops.
+
+    Rank 0 re-raises its own exception; the other ranks raise :class:`MainProcessError`
+    naming it (``what`` says what rank 0 was doing). In one process this is ``fn()``.
+    Every rank must call it (it is a collective: the others wait there for rank 0).
+    """
+    if not is_distributed():
+        fn()
+        return
+    error = None
+    if is_main_process():
+        try:
+            fn()
+        except Exception as err:  # shared with the other ranks below, then re-raised
+            error = err
+    failure = broadcast_object(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    if failure is not None:
+        raise MainProcessError(f"rank 0 failed {what}: {failure}")
 
 
 def all_reduce_mean(values: dict[str, float], device: torch.device | None = None) -> dict[str, float]:

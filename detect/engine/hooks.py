@@ -1,6 +1,6 @@
 """Hooks of the training loop (see :class:`detect.engine.trainer.Trainer`).
 
-Default order, as :func:`default_hooks` builds it: LR schedule, EMA, evaluation,
+Order, as :func:`detect.engine.launch.train` registers them: LR schedule, EMA, evaluation,
 checkpoints, logging, plots. Within ``after_epoch`` the evaluation therefore runs before
 the checkpoint (which may become the best one) and the logger reports both.
 """
@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Callable
 
 from detect.engine.checkpoint import BEST_NAME, LAST_NAME, save_checkpoint
-from detect.engine.distributed import all_reduce_mean, barrier, is_main_process
+from detect.engine.distributed import all_reduce_mean, is_main_process, on_main_process
 from detect.engine.loggers import MetricsFile, ProgressBar, TensorBoardWriter, plot_metrics
 from detect.engine.trainer import HookBase
+from detect.evaluation.base import is_per_class_metric
 
 
 class LRSchedulerHook(HookBase):
-    """Steps the per-iteration scheduler after every iteration (skipped steps included)."""
+    """Steps the per-iteration scheduler after every iteration, skipped non-finite steps
+    included, so that the LR follows ``trainer.iteration`` (see :mod:`detect.engine.optim`)."""
 
     def __init__(self, scheduler):
         self.scheduler = scheduler
@@ -70,7 +72,7 @@ class EvalHook(HookBase):
 
 def headline(metrics: dict) -> str:
     """The summary metrics (no per-class entries) as ``key=value`` text."""
-    keys = [k for k in metrics if "-" not in k.split("/", 1)[-1]]
+    keys = [k for k in metrics if not is_per_class_metric(k)]
     return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys) or "(no metrics)"
 
 
@@ -80,7 +82,8 @@ class CheckpointHook(HookBase):
 
     ``best_mode``: ``"max"``, ``"min"`` or ``"auto"`` (min when the name contains
     "loss"). Every rank calls the hook (gathering RNG states is collective); rank 0
-    writes, the others wait at a barrier.
+    writes while the others wait, and a failed write stops every rank
+    (:func:`detect.engine.distributed.on_main_process`).
     """
 
     def __init__(self, output_dir, interval_iters: int = 0, best_metric: str | None = None, best_mode: str = "auto"):
@@ -99,7 +102,8 @@ class CheckpointHook(HookBase):
     def _save(self, best: bool = False):
         trainer = self.trainer
         rng = trainer.gather_rng()
-        if is_main_process():
+
+        def write():
             payload = trainer.checkpoint_payload(rng)
             save_checkpoint(self.last_path, payload)
             if best:
@@ -107,7 +111,8 @@ class CheckpointHook(HookBase):
                 trainer.logger.info(
                     f"new best {self.best_metric}={trainer.best['value']:.4f}: saved {self.best_path}"
                 )
-        barrier()
+
+        on_main_process(write, f"to write the checkpoint {self.last_path}" + (f" and {self.best_path}" if best else ""))
         self.saved_iteration = trainer.iteration
 
     def _improved(self) -> bool:
@@ -116,7 +121,7 @@ class CheckpointHook(HookBase):
             return False
         value = trainer.metrics.get(self.best_metric)
         if value is None:
-            available = ", ".join(sorted(k for k in trainer.metrics if "-" not in k)) or "none"
+            available = ", ".join(sorted(k for k in trainer.metrics if not is_per_class_metric(k))) or "none"
             raise KeyError(f"eval.best_metric={self.best_metric!r} is not among the validation metrics ({available})")
         if not math.isfinite(value):
             return False

@@ -16,7 +16,9 @@
 
 - ``resume``: a checkpoint path, or ``"auto"`` for ``<output_dir>/last.pth`` (a fresh
   start when there is none): model, optimizer, scheduler, AMP scaler, EMA, epoch and
-  iteration, RNG states and the position in the epoch's batch order are restored.
+  iteration, the last validation metrics (and the iteration they belong to, so a finished
+  run resumed as it is neither validates nor writes again), RNG states and the position
+  in the epoch's batch order are restored.
 - ``weights``: initialise the model only (fine-tuning); tensors whose shape differs
   (a predictor for another class count) stay freshly initialised and are reported.
   With ``resume="auto"`` the weights are used only when there is nothing to resume.
@@ -31,6 +33,7 @@ the config.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -47,13 +50,14 @@ from detect.engine.checkpoint import (
     load_checkpoint,
     state_dict_from_file,
 )
+from detect.engine.device import autocast, resolve_amp, resolve_device
 from detect.engine.ema import ModelEMA
 from detect.engine.evaluation import evaluate_model
 from detect.engine.hooks import CheckpointHook, EMAHook, EvalHook, LoggingHook, LRSchedulerHook, PlotHook, headline
 from detect.engine.loggers import close_logger, get_logger
 from detect.engine.optim import build_optimizer, build_scheduler
 from detect.engine.rng import seed_everything, set_deterministic
-from detect.engine.trainer import Trainer, resolve_amp
+from detect.engine.trainer import Trainer
 from detect.filesystem import ensure_writable_directory
 
 
@@ -133,14 +137,12 @@ def train(config: "Mapping | str | Path", *, resume: str | Path | None = None, w
         raise ConfigError("--resume continues a run and --weights starts a new one from a model: give one of them")
     out = Path(config["output_dir"])
 
-    torch_device = dist_utils.resolve_device(tcfg["device"])
+    torch_device = resolve_device(tcfg["device"])
     had_group = dist_utils.is_distributed()
     started_group = dist_utils.init_distributed(torch_device, tcfg["dist_timeout_s"]) and not had_group
     distributed = dist_utils.is_distributed()
     rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
-    if dist_utils.is_main_process():
-        _prepare_output_dir(out)
-    dist_utils.barrier()
+    dist_utils.on_main_process(lambda: _prepare_output_dir(out), f"to prepare the output directory {out}")
     logger = get_logger(out)
     trainer = None
     try:
@@ -209,8 +211,9 @@ def train(config: "Mapping | str | Path", *, resume: str | Path | None = None, w
         if val_loader is not None:
             hooks.append(EvalHook(int(ecfg["interval"]), run_validation))
         best_metric = ecfg["best_metric"] if val_loader is not None else None
+        checkpoint_hook = CheckpointHook(out, tcfg["checkpoint_interval_iters"], best_metric, ecfg["best_mode"])
         hooks += [
-            CheckpointHook(out, tcfg["checkpoint_interval_iters"], best_metric, ecfg["best_mode"]),
+            checkpoint_hook,
             LoggingHook(out, tcfg["log_interval"], tcfg["progress_bar"], tcfg["tensorboard"]),
         ]
         if tcfg["plots"]:
@@ -224,8 +227,9 @@ def train(config: "Mapping | str | Path", *, resume: str | Path | None = None, w
         if resume_path is not None:
             restored = trainer.load_state(load_checkpoint(resume_path))
             logger.info(f"resumed from {resume_path}: " + "; ".join(restored))
-        if dist_utils.is_main_process():
-            save_config(config, out / "config.json")
+            if resume_path.resolve() == checkpoint_hook.last_path.resolve():
+                checkpoint_hook.saved_iteration = trainer.iteration  # last.pth already holds this state
+        dist_utils.on_main_process(lambda: save_config(config, out / "config.json"), f"to write {out / 'config.json'}")
         logger.info(
             f"training {config['model'].get('name')} on {len(train_set)} images ({len(class_names)} classes), "
             f"{iters_per_epoch} iterations/epoch x {tcfg['epochs']} epochs, {world} process(es) on {torch_device}, "
@@ -319,7 +323,7 @@ def evaluate(config: "Mapping | str | Path | None" = None, *, checkpoint: str | 
     if device is not None:
         cfg["train"]["device"] = str(device)
     ecfg, dcfg = cfg["eval"], cfg["data"]
-    torch_device = dist_utils.resolve_device(cfg["train"]["device"])
+    torch_device = resolve_device(cfg["train"]["device"])
     had_group = dist_utils.is_distributed()
     started_group = dist_utils.init_distributed(torch_device, cfg["train"]["dist_timeout_s"]) and not had_group
     logger = get_logger()
@@ -344,13 +348,14 @@ def evaluate(config: "Mapping | str | Path | None" = None, *, checkpoint: str | 
             distributed=dist_utils.is_distributed(), aspect_ratio_grouping=False,
         )
         evaluator = (evaluator_factory or build_evaluator)(ecfg["metric"], dataset, results_path=save_results)
-        amp = resolve_amp(cfg["train"]["amp"], torch_device)
-        autocast = None
-        if amp is not None:
-            dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-            autocast = lambda: torch.autocast(device_type=torch_device.type, dtype=dtype)  # noqa: E731
+        amp = cfg["train"]["amp"]
+        if amp == "fp16" and torch_device.type != "cuda":
+            # the run trained on a GPU; evaluating it elsewhere is fine, in float32
+            logger.info(f"train.amp='fp16' needs CUDA: evaluating on {torch_device} in float32")
+            amp = None
+        amp = resolve_amp(amp, torch_device)
         metrics = evaluate_model(model, loader, evaluator=evaluator, compute_loss=bool(ecfg["val_loss"]),
-                                 device=torch_device, autocast=autocast,
+                                 device=torch_device, autocast=functools.partial(autocast, amp, torch_device),
                                  progress=dist_utils.is_main_process())
         # the evaluator prints its own per-class table (and where it saved the detections)
         logger.info(f"{split}: {headline(metrics)}")

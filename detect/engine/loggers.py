@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from detect.engine.distributed import is_main_process
+from detect.evaluation.base import is_per_class_metric
 
 LOGGER_NAME = "detect"
 
@@ -165,7 +166,7 @@ def plot_metrics(metrics_path, out_dir) -> list[Path]:
     val = [r for r in records if r.get("type") == "val"]
     if val:
         # headline metrics only: AP-style values and validation losses, not per-class tables
-        keys = sorted({k for r in val for k in r if "/" in k and "-" not in k and _finite(r.get(k))})
+        keys = sorted({k for r in val for k in r if "/" in k and not is_per_class_metric(k) and _finite(r.get(k))})
         ap_keys = [k for k in keys if not k.startswith("val/")]
         loss_keys = [k for k in keys if k.startswith("val/")]
         panels = [p for p in ((ap_keys, "metric"), (loss_keys, "validation loss")) if p[0]]

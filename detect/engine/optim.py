@@ -17,7 +17,10 @@ detectron2). Frozen parameters (``requires_grad=False``) are left out.
   ``r = min_lr_ratio`` and ``T`` the total number of iterations;
 - ``constant``: ``schedule(it) = 1``.
 
-The scheduler is stepped after every optimizer step; its state is the iteration count.
+The scheduler is stepped once per training iteration (:class:`detect.engine.hooks.LRSchedulerHook`),
+skipped non-finite steps and AMP-skipped optimizer steps included: ``it`` is the trainer's
+iteration count, so milestones, warm-up and the cosine's end fall where the config puts
+them whatever was skipped. Its state is that count.
 """
 from __future__ import annotations
 

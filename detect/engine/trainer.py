@@ -26,8 +26,6 @@ per epoch (torch's and detect.data's batch samplers do).
 from __future__ import annotations
 
 import math
-import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -37,6 +35,7 @@ from torch import nn
 import detect
 from detect.engine.checkpoint import FORMAT_VERSION
 from detect.engine.data_order import iterate_epoch
+from detect.engine.device import autocast
 from detect.engine.distributed import (
     all_gather_object,
     any_across_ranks,
@@ -53,21 +52,6 @@ class NonFiniteLossError(FloatingPointError):
     """A loss was NaN or inf and the configuration says to stop (or too many steps were skipped)."""
 
 
-def resolve_amp(amp: Any, device: torch.device) -> str | None:
-    """``False``/``None`` -> None; ``True`` -> ``"fp16"`` on CUDA and off elsewhere (so that a
-    GPU recipe runs unchanged on a CPU); ``"fp16"`` / ``"bf16"`` as named (bf16 on the CPU is
-    opt-in: it pays off only on CPUs with bf16 instructions)."""
-    if amp in (False, None, "none", "off"):
-        return None
-    if amp is True:
-        return "fp16" if device.type == "cuda" else None
-    if amp not in ("fp16", "bf16"):
-        raise ValueError(f"train.amp={amp!r}: expected False, True, 'fp16' or 'bf16'")
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("train.amp='fp16' needs a CUDA device; on the CPU use train.amp='bf16'")
-    return amp
-
-
 @dataclass
 class StepInfo:
     """What the last step did, for hooks."""
@@ -78,7 +62,6 @@ class StepInfo:
     skipped: bool = False
     num_images: int = 0
     grad_norm: float | None = None
-    seconds: float = 0.0
 
 
 class HookBase:
@@ -170,10 +153,8 @@ class Trainer:
         return self.epoch >= self.epochs or (self.max_iters is not None and self.iteration >= self.max_iters)
 
     def autocast(self):
-        if self.amp is None:
-            return nullcontext()
-        dtype = torch.float16 if self.amp == "fp16" else torch.bfloat16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        """The forward passes' autocast context (a no-op without AMP)."""
+        return autocast(self.amp, self.device)
 
     # ------------------------------------------------------------------ loop
     def train(self) -> None:
@@ -199,7 +180,6 @@ class Trainer:
         self._call("after_train")
 
     def run_step(self, images: list[torch.Tensor], targets: list[dict]) -> None:
-        start = time.perf_counter()
         images, targets_dev = move_to_device(images, targets, self.device, non_blocking=True)
         # A skipped step must leave no trace: a NaN batch would otherwise poison BatchNorm's running stats.
         saved_buffers = [b.detach().clone() for b in self._state_buffers]
@@ -229,7 +209,6 @@ class Trainer:
                 info.grad_norm = float(torch.nn.utils.clip_grad_norm_(self._params, self.clip_grad_norm))
             self.scaler.step(self.optimizer)
             self.scaler.update()
-        info.seconds = time.perf_counter() - start
         self.step_info = info
 
     def _handle_nonfinite(self, targets: list[dict], losses: dict[str, float]) -> None:
@@ -283,7 +262,6 @@ class Trainer:
             "rng_per_rank": rng_per_rank,
             "data_order": {
                 "seed": self.seed,
-                "epoch": self.epoch,
                 "next_batch": self.next_batch,
                 "num_batches": self.num_batches,
                 "world_size": get_world_size(),
@@ -293,6 +271,7 @@ class Trainer:
             "color_order": "RGB",
             "box_format": "xyxy",
             "metrics": dict(self.metrics),
+            "metrics_iteration": self.metrics_iteration,
             "best": dict(self.best) if self.best else None,
         }
 
@@ -325,7 +304,7 @@ class Trainer:
         self.epoch = int(payload.get("epoch", 0))
         self.iteration = int(payload.get("iteration", 0))
         order = payload.get("data_order") or {}
-        self.next_batch = int(order.get("next_batch", 0)) if int(order.get("epoch", self.epoch)) == self.epoch else 0
+        self.next_batch = int(order.get("next_batch", 0))
         if self.next_batch and (order.get("num_batches") != self.num_batches or order.get("seed") != self.seed
                                 or order.get("world_size") != get_world_size()):
             self.logger.warning(
@@ -339,6 +318,10 @@ class Trainer:
             + (f", next batch {self.next_batch} of epoch {self.epoch}" if self.next_batch else "")
         )
         self.metrics = dict(payload.get("metrics") or {})
+        # Which iteration validated them: a resumed run that is already done then neither
+        # validates again nor logs the same validation twice.
+        iteration = payload.get("metrics_iteration")
+        self.metrics_iteration = None if iteration is None else int(iteration)
         self.best = dict(payload["best"]) if payload.get("best") else None
         if self.best:
             restored.append(f"best {self.best['metric']}={self.best['value']:.4f} (iteration {self.best['iteration']})")

@@ -13,7 +13,7 @@ The protocol, metric names and distributed behaviour are described in
 """
 from __future__ import annotations
 
-from detect.evaluation.base import DatasetEvaluator, format_metrics, gather_to_main
+from detect.evaluation.base import DatasetEvaluator, format_metrics, gather_per_image, gather_to_main, is_per_class_metric
 from detect.evaluation.coco import COCOEvaluator, detections_to_coco_results, write_coco_results
 from detect.evaluation.segmentation import SemSegEvaluator, confusion_matrix, segmentation_metrics
 from detect.evaluation.voc import VOC_METRICS, VOCEvaluator, voc_ap, voc_evaluate
@@ -30,7 +30,9 @@ __all__ = [
     "confusion_matrix",
     "detections_to_coco_results",
     "format_metrics",
+    "gather_per_image",
     "gather_to_main",
+    "is_per_class_metric",
     "segmentation_metrics",
     "voc_ap",
     "voc_evaluate",

@@ -18,7 +18,8 @@ Protocol (docs/ABSTRACTIONS.md, "Evaluators")::
   (a padding ``DistributedSampler`` repeats images to even out the shards) counts once.
 
 Metric keys are ``"<task>/<name>"``: ``bbox/AP``, ``bbox/AP50``, ``sem_seg/mIoU``, ...;
-per-class values are ``"<task>/<name>-<class name>"``. Values are fractions in 0..1
+per-class values are ``"<task>/<name>-<class name>"`` (:func:`is_per_class_metric` tells
+them apart: metric names have no ``-``, class names may). Values are fractions in 0..1
 (not percentages); a metric that is undefined on the data (COCO's ``-1``, e.g. APs when
 there are no small objects) is ``nan``.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from detect.engine.distributed import all_gather_object, get_rank
@@ -54,6 +56,35 @@ def gather_to_main(local: Any) -> list[Any] | None:
     """
     gathered = all_gather_object(local)
     return gathered if get_rank() == 0 else None
+
+
+def gather_per_image(local: dict[int, Any]) -> dict[int, Any] | None:
+    """Every rank's ``{image_id: result}`` merged on rank 0; ``None`` on other ranks.
+
+    An image processed on several ranks (a padding ``DistributedSampler`` repeats images
+    to even out the shards) counts once, with the result of the lowest rank.
+    """
+    gathered = gather_to_main(local)
+    if gathered is None:
+        return None
+    merged: dict[int, Any] = {}
+    for part in gathered:
+        for image_id, result in part.items():
+            merged.setdefault(image_id, result)
+    return merged
+
+
+def as_numpy(value, dtype) -> np.ndarray:
+    """A tensor (any device) or array-like as a numpy array of ``dtype``."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=dtype)
+
+
+def is_per_class_metric(key: str) -> bool:
+    """Whether a metric key is a per-class value (``"bbox/AP50-car"``) rather than a summary
+    (``"bbox/AP50"``, ``"val/loss_cls"``): its name after the task has a ``-``."""
+    return "-" in key.split("/", 1)[-1]
 
 
 def image_id_of(target: dict, index: int) -> int:
@@ -96,14 +127,13 @@ def nan_if_negative(value: float) -> float:
 def format_metrics(metrics: dict[str, float]) -> str:
     """Render a metrics dict: the summary values on one line each, then one table of the
     per-class values (keys ``"<task>/<name>-<class>"``) with a column per metric name."""
-    summary = [f"{key}: {value:.4f}" for key, value in metrics.items() if "-" not in key.split("/", 1)[-1]]
+    summary = [f"{key}: {value:.4f}" for key, value in metrics.items() if not is_per_class_metric(key)]
     columns: list[str] = []
     per_class: dict[str, dict[str, float]] = {}
     for key, value in metrics.items():
-        name = key.split("/", 1)[-1]
-        if "-" not in name:
+        if not is_per_class_metric(key):
             continue
-        metric, class_name = name.split("-", 1)
+        metric, class_name = key.split("/", 1)[-1].split("-", 1)
         if metric not in columns:
             columns.append(metric)
         per_class.setdefault(class_name, {})[metric] = value

@@ -25,30 +25,24 @@ import io
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from detect.evaluation.base import (
     DatasetEvaluator,
+    as_numpy,
     check_batch,
     format_table,
-    gather_to_main,
+    gather_per_image,
     image_id_of,
     nan_if_negative,
 )
+from detect.filesystem import atomic_write
 
 logger = logging.getLogger(__name__)
 
 SUMMARY_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-
-
-def _numpy(value, dtype) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=dtype)
 
 
 def label_lookup(label_to_category_id: dict[int, int]) -> np.ndarray:
@@ -69,9 +63,9 @@ def detections_to_coco_results(
     an unknown label is a ``ValueError`` naming the image id.
     """
     lookup = label_lookup(label_to_category_id) if isinstance(label_to_category_id, dict) else label_to_category_id
-    boxes = _numpy(boxes, np.float64).reshape(-1, 4)
-    scores = _numpy(scores, np.float64).reshape(-1)
-    labels = _numpy(labels, np.int64).reshape(-1)
+    boxes = as_numpy(boxes, np.float64).reshape(-1, 4)
+    scores = as_numpy(scores, np.float64).reshape(-1)
+    labels = as_numpy(labels, np.int64).reshape(-1)
     if len(labels) == 0:
         return []
     unknown = (labels < 0) | (labels >= len(lookup))
@@ -90,40 +84,29 @@ def detections_to_coco_results(
 
 
 def write_coco_results(path: str | os.PathLike, results: list[dict]) -> Path:
-    """Write COCO-format results JSON atomically (temporary file, then rename).
+    """Write COCO-format results JSON atomically (:func:`detect.filesystem.atomic_write`).
 
     The file is what the COCO evaluation server and ``COCO.loadRes`` accept: a list of
     ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``.
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with atomic_write(path, "w", encoding="utf-8") as f:
+            json.dump(results, f)
     except OSError as error:
         raise OSError(f"cannot write COCO results to {path}: {error}; choose a writable path") from error
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(results, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
 def _empty_results(coco_gt):
     """A results COCO with no detections (``loadRes`` cannot take an empty list)."""
-    from pycocotools.coco import COCO
+    from detect.data.annotations import coco_from_dict
 
-    coco_dt = COCO()
-    coco_dt.dataset = {
+    return coco_from_dict({
         "images": list(coco_gt.dataset["images"]),
         "categories": copy.deepcopy(coco_gt.dataset["categories"]),
         "annotations": [],
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt.createIndex()
-    return coco_dt
+    })
 
 
 class COCOEvaluator(DatasetEvaluator):
@@ -172,20 +155,10 @@ class COCOEvaluator(DatasetEvaluator):
         for index, (target, output) in enumerate(zip(targets, outputs)):
             image_id = image_id_of(target, index)
             self._predictions[image_id] = (
-                _numpy(output["boxes"], np.float64).reshape(-1, 4),
-                _numpy(output["scores"], np.float64).reshape(-1),
-                _numpy(output["labels"], np.int64).reshape(-1),
+                as_numpy(output["boxes"], np.float64).reshape(-1, 4),
+                as_numpy(output["scores"], np.float64).reshape(-1),
+                as_numpy(output["labels"], np.int64).reshape(-1),
             )
-
-    def _gathered_predictions(self):
-        gathered = gather_to_main(self._predictions)
-        if gathered is None:
-            return None
-        merged: dict[int, tuple] = {}
-        for part in gathered:
-            for image_id, prediction in part.items():
-                merged.setdefault(image_id, prediction)
-        return merged
 
     def results(self, predictions=None) -> list[dict]:
         """The processed detections as COCO result dicts, sorted by image id."""
@@ -198,7 +171,7 @@ class COCOEvaluator(DatasetEvaluator):
     def evaluate(self) -> dict[str, float]:
         from pycocotools.cocoeval import COCOeval
 
-        predictions = self._gathered_predictions()
+        predictions = gather_per_image(self._predictions)
         if predictions is None:
             return {}
         if not predictions:

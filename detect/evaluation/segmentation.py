@@ -3,7 +3,8 @@
 :class:`SemSegEvaluator` follows the protocol of :mod:`detect.evaluation.base`:
 targets carry ``masks`` (``int64 [H, W]``, 0 = background, 1..K classes, 255 = ignore)
 and outputs carry ``sem_seg`` (logits ``[C, H, W]`` at the mask's size, or an already
-decided label map ``[H, W]``), with ``C = K + 1`` classes including background.
+decided label map ``[H, W]``, in ``0..C-1`` wherever the mask is not ignored),
+with ``C = K + 1`` classes including background.
 
 The confusion matrix ``M[true, predicted]`` over all non-ignored pixels gives, per class
 ``c``: ``IoU_c = M[c, c] / (sum_j M[c, j] + sum_i M[i, c] - M[c, c])`` and
@@ -20,7 +21,7 @@ import logging
 import numpy as np
 import torch
 
-from detect.evaluation.base import DatasetEvaluator, check_batch, format_table, gather_to_main, image_id_of
+from detect.evaluation.base import DatasetEvaluator, check_batch, format_table, gather_per_image, image_id_of
 
 logger = logging.getLogger(__name__)
 
@@ -102,18 +103,21 @@ class SemSegEvaluator(DatasetEvaluator):
                     f"image {image_id}: mask value {int(truth[bad][0])} is neither a class in "
                     f"0..{self.num_classes - 1} nor the ignore value {self.ignore_index}"
                 )
+            outside = valid & ((prediction < 0) | (prediction >= self.num_classes))
+            if outside.any():
+                raise ValueError(
+                    f"image {image_id}: predicted class {int(prediction[outside][0])} is outside "
+                    f"0..{self.num_classes - 1} (background + {self.num_classes - 1} classes) at a pixel "
+                    f"whose mask is not {self.ignore_index}; every counted pixel needs a class"
+                )
             counts = confusion_matrix(truth, prediction, self.num_classes, self.ignore_index).reshape(-1)
             nonzero = counts.nonzero().squeeze(1)
             self._per_image[image_id] = (nonzero.numpy(), counts[nonzero].numpy())
 
     def evaluate(self) -> dict[str, float]:
-        gathered = gather_to_main(self._per_image)
-        if gathered is None:
+        per_image = gather_per_image(self._per_image)
+        if per_image is None:
             return {}
-        per_image: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for part in gathered:
-            for image_id, sparse in part.items():
-                per_image.setdefault(image_id, sparse)  # an image seen by two ranks counts once
         if not per_image:
             raise RuntimeError("SemSegEvaluator.evaluate(): no images were processed; call process() first")
         matrix = np.zeros(self.num_classes * self.num_classes, dtype=np.int64)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from detect.evaluation.base import DatasetEvaluator, check_batch, format_table, gather_to_main, image_id_of
+from detect.evaluation.base import DatasetEvaluator, as_numpy, check_batch, format_table, gather_per_image, image_id_of
 from detect.evaluation.coco import detections_to_coco_results, write_coco_results
 
 logger = logging.getLogger(__name__)
@@ -61,12 +61,6 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> fl
     return float(np.sum((mrec[change] - mrec[change - 1]) * mpre[change]))
 
 
-def _as_numpy(value, dtype):
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=dtype)
-
-
 def match_detections(detections: list[dict], ground_truths: list[dict]) -> dict[str, np.ndarray]:
     """Best same-class ground-truth box of every detection, over a list of images.
 
@@ -80,12 +74,12 @@ def match_detections(detections: list[dict], ground_truths: list[dict]) -> dict[
     scores, labels, ious, gts, difficult = [], [], [], [], []
     gt_offset = 0
     for det, gt in zip(detections, ground_truths):
-        det_labels = _as_numpy(det["labels"], np.int64).reshape(-1)
-        gt_boxes = torch.as_tensor(_as_numpy(gt["boxes"], np.float64).reshape(-1, 4))
-        gt_labels = _as_numpy(gt["labels"], np.int64).reshape(-1)
-        gt_difficult = _as_numpy(gt.get("difficult", np.zeros(len(gt_labels))), bool).reshape(-1)
+        det_labels = as_numpy(det["labels"], np.int64).reshape(-1)
+        gt_boxes = torch.as_tensor(as_numpy(gt["boxes"], np.float64).reshape(-1, 4))
+        gt_labels = as_numpy(gt["labels"], np.int64).reshape(-1)
+        gt_difficult = as_numpy(gt.get("difficult", np.zeros(len(gt_labels))), bool).reshape(-1)
         if len(det_labels):
-            det_boxes = torch.as_tensor(_as_numpy(det["boxes"], np.float64).reshape(-1, 4))
+            det_boxes = torch.as_tensor(as_numpy(det["boxes"], np.float64).reshape(-1, 4))
             if len(gt_labels):
                 iou = box_iou(det_boxes, gt_boxes).numpy()
                 iou[det_labels[:, None] != gt_labels[None, :]] = -1.0
@@ -99,7 +93,7 @@ def match_detections(detections: list[dict], ground_truths: list[dict]) -> dict[
                 gts.append(np.full(len(det_labels), -1))
                 ious.append(np.full(len(det_labels), -1.0))
                 difficult.append(np.zeros(len(det_labels), dtype=bool))
-            scores.append(_as_numpy(det["scores"], np.float64).reshape(-1))
+            scores.append(as_numpy(det["scores"], np.float64).reshape(-1))
             labels.append(det_labels)
         gt_offset += len(gt_labels)
 
@@ -146,9 +140,9 @@ def voc_evaluate(
     if len(detections) != len(ground_truths):
         raise ValueError(f"{len(detections)} detection lists for {len(ground_truths)} ground truths")
     matches = match_detections(detections, ground_truths)
-    gt_labels = np.concatenate([_as_numpy(g["labels"], np.int64).reshape(-1) for g in ground_truths] or [np.zeros(0)])
+    gt_labels = np.concatenate([as_numpy(g["labels"], np.int64).reshape(-1) for g in ground_truths] or [np.zeros(0)])
     gt_difficult = np.concatenate(
-        [_as_numpy(g.get("difficult", np.zeros(len(g["labels"]))), bool).reshape(-1) for g in ground_truths]
+        [as_numpy(g.get("difficult", np.zeros(len(g["labels"]))), bool).reshape(-1) for g in ground_truths]
         or [np.zeros(0, dtype=bool)]
     )
     positives = np.bincount(gt_labels[~gt_difficult].astype(np.int64), minlength=num_classes + 1)
@@ -203,7 +197,7 @@ class VOCEvaluator(DatasetEvaluator):
         num_classes = len(self.class_names)
         for index, (target, output) in enumerate(zip(targets, outputs)):
             image_id = image_id_of(target, index)
-            labels = _as_numpy(output["labels"], np.int64).reshape(-1)
+            labels = as_numpy(output["labels"], np.int64).reshape(-1)
             bad = (labels < 1) | (labels > num_classes)
             if bad.any():
                 raise ValueError(
@@ -211,8 +205,8 @@ class VOCEvaluator(DatasetEvaluator):
                     f"(labels are 1..K for the dataset's {num_classes} classes; 0 is background)"
                 )
             self._predictions[image_id] = {
-                "boxes": _as_numpy(output["boxes"], np.float64).reshape(-1, 4),
-                "scores": _as_numpy(output["scores"], np.float64).reshape(-1),
+                "boxes": as_numpy(output["boxes"], np.float64).reshape(-1, 4),
+                "scores": as_numpy(output["scores"], np.float64).reshape(-1),
                 "labels": labels,
             }
 
@@ -227,24 +221,20 @@ class VOCEvaluator(DatasetEvaluator):
         ground_truths = []
         for image_id in image_ids:
             gt = self.dataset.get_ground_truth(index_of[image_id])
-            labels = _as_numpy(gt["labels"], np.int64).reshape(-1)
+            labels = as_numpy(gt["labels"], np.int64).reshape(-1)
             ignored = np.zeros(len(labels), bool)
             for flag in ("difficult", "iscrowd"):
                 if gt.get(flag) is not None:
-                    ignored |= _as_numpy(gt[flag], bool).reshape(-1)
+                    ignored |= as_numpy(gt[flag], bool).reshape(-1)
             ground_truths.append(
-                {"boxes": _as_numpy(gt["boxes"], np.float64).reshape(-1, 4), "labels": labels, "difficult": ignored}
+                {"boxes": as_numpy(gt["boxes"], np.float64).reshape(-1, 4), "labels": labels, "difficult": ignored}
             )
         return ground_truths
 
     def evaluate(self) -> dict[str, float]:
-        gathered = gather_to_main(self._predictions)
-        if gathered is None:
+        predictions = gather_per_image(self._predictions)
+        if predictions is None:
             return {}
-        predictions: dict[int, dict] = {}
-        for part in gathered:
-            for image_id, prediction in part.items():
-                predictions.setdefault(image_id, prediction)
         if not predictions:
             raise RuntimeError("VOCEvaluator.evaluate(): no images were processed; call process() first")
         image_ids = sorted(predictions)

@@ -28,7 +28,6 @@ sorted by decreasing score.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Iterable, Iterator
 
@@ -37,17 +36,19 @@ import torch
 from torch import Tensor, nn
 
 from detect.data.image_io import read_image, to_tensor
+from detect.engine.device import autocast, resolve_device
 from detect.inference.sources import COLOR_ORDERS, convert_color
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else the CPU; anything else as torch reads it."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {str(device)!r} asked for but CUDA is not available; use device='cpu'")
-    return device
+def _score_threshold_holder(model: nn.Module) -> tuple[object, str] | None:
+    """Where a built detector keeps the score below which it drops detections:
+    ``roi_heads.score_thresh`` (two-stage detectors) or a ``box_score_thresh`` attribute."""
+    roi_heads = getattr(model, "roi_heads", None)
+    if isinstance(getattr(roi_heads, "score_thresh", None), (int, float)):
+        return roi_heads, "score_thresh"
+    if isinstance(getattr(model, "box_score_thresh", None), (int, float)):
+        return model, "box_score_thresh"
+    return None
 
 
 def _is_path(item) -> bool:
@@ -74,8 +75,8 @@ class Predictor:
             ``model.num_classes`` entries.
         device (str): ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
         score_thresh (float, optional): drop detections scoring below it. It filters
-            what the model returns, so it cannot go below the model's own
-            ``box_score_thresh`` (``from_checkpoint`` lowers that when asked to).
+            what the model returns, so it cannot go below the model's own score
+            threshold (``from_checkpoint`` lowers that when asked to).
         batch_size (int): images per forward pass when called on several images.
         half (bool): autocast to float16 on CUDA, bfloat16 on the CPU (outputs are
             float32 either way).
@@ -132,9 +133,10 @@ class Predictor:
         ``color_order`` come from the same file. Other keyword arguments go to
         :class:`Predictor` (``batch_size``, ``half``, ``optimize``).
 
-        When ``score_thresh`` is below the model's configured ``box_score_thresh``, the
-        model is built with ``box_score_thresh=score_thresh`` so that those detections
-        exist to be returned.
+        When ``score_thresh`` is below the threshold the built model applies (its config's
+        ``box_score_thresh`` or, when the config leaves it out, the builder's default), the
+        model's threshold is lowered to ``score_thresh`` so that those detections exist to
+        be returned.
         """
         from detect.engine.checkpoint import CheckpointError, inference_state_dict, load_checkpoint
         from detect.modeling.registry import build_detector
@@ -155,8 +157,11 @@ class Predictor:
             raise CheckpointError(f"checkpoint {path}: box_format {box_format!r}; this library writes 'xyxy'")
         configured = model_config.get("box_score_thresh")
         if score_thresh is not None and configured is not None and score_thresh < configured:
-            model_config["box_score_thresh"] = score_thresh
+            model_config["box_score_thresh"] = score_thresh  # any detector with the documented keyword
         model = build_detector(**model_config)
+        holder = _score_threshold_holder(model)  # the builder's default, when the config has none
+        if score_thresh is not None and holder is not None and score_thresh < getattr(*holder):
+            setattr(*holder, float(score_thresh))
         try:
             model.load_state_dict(inference_state_dict(payload))
         except RuntimeError as error:
@@ -233,9 +238,8 @@ class Predictor:
 
     def _autocast(self):
         if not self.half or self.optimized:
-            return contextlib.nullcontext()
-        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+            return autocast(None, self.device)
+        return autocast("fp16" if self.device.type == "cuda" else "bf16", self.device)
 
     # no_grad rather than inference_mode: a model that caches tensors (anchors) may be
     # trained again afterwards, and inference tensors cannot enter autograd.

@@ -31,11 +31,11 @@ import itertools
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from detect.filesystem import atomic_write
 from detect.inference.draw import draw_detections
 from detect.inference.predictor import Predictor, detections_to_json
 from detect.inference.sources import (
@@ -90,13 +90,10 @@ def _unique(directory: Path, name: str, used: set[str]) -> Path:
 
 
 def _write_json(path: Path, records: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with atomic_write(path, "w", encoding="utf-8") as f:
             json.dump(records, f, indent=1)
-        os.replace(tmp, path)
     except OSError as error:
-        Path(tmp).unlink(missing_ok=True)
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
 
 

@@ -81,7 +81,7 @@ def test_crash_between_write_and_rename_keeps_previous(tmp_path, monkeypatch):
     def dying_replace(src, dst):
         raise KeyboardInterrupt  # killed just before the rename
 
-    monkeypatch.setattr(ckpt.os, "replace", dying_replace)
+    monkeypatch.setattr(os, "replace", dying_replace)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, {**payload(model), "iteration": 43})
     monkeypatch.undo()

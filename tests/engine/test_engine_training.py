@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from detect.engine import launch
-from detect.engine.checkpoint import load_checkpoint
+from detect.engine.checkpoint import load_checkpoint, save_checkpoint
 from detect.engine.evaluation import evaluate_model
 from detect.engine.launch import evaluate, train
 from detect.engine.trainer import NonFiniteLossError, Trainer
@@ -122,6 +122,39 @@ def test_resume_auto_extends_a_finished_run(tmp_path, standins, capsys):
     assert second["iteration"] == 8
     assert_same_weights(state(tmp_path / "run" / "last.pth"), state(tmp_path / "ref" / "last.pth"))
     assert second["metrics"] == reference["metrics"]
+
+
+def test_resuming_a_finished_run_neither_validates_nor_writes_again(tmp_path, standins, monkeypatch):
+    cfg = tiny_config(tmp_path / "run", epochs=1)
+    first = train(cfg)
+    last, metrics_file = tmp_path / "run" / "last.pth", tmp_path / "run" / "metrics.jsonl"
+    assert load_checkpoint(last)["metrics_iteration"] == first["iteration"] == 4
+    written, records = (last.stat().st_ino, last.stat().st_mtime_ns), metrics_file.read_text()
+    validations = []
+    real_evaluate_model = launch.evaluate_model
+
+    def counting_evaluate_model(*args, **kwargs):
+        validations.append(1)
+        return real_evaluate_model(*args, **kwargs)
+
+    monkeypatch.setattr(launch, "evaluate_model", counting_evaluate_model)
+    again = train(cfg, resume="auto")
+    assert again["iteration"] == 4 and again["metrics"] == first["metrics"]
+    assert validations == []  # the restored metrics belong to iteration 4: nothing to validate
+    assert (last.stat().st_ino, last.stat().st_mtime_ns) == written  # last.pth not rewritten
+    assert metrics_file.read_text() == records  # no second val record
+
+
+def test_evaluating_an_fp16_run_on_the_cpu_falls_back_to_float32(tmp_path, standins, capsys):
+    train(tiny_config(tmp_path / "run", epochs=1))
+    payload = load_checkpoint(tmp_path / "run" / "last.pth")
+    payload["config"]["train"]["amp"] = "fp16"  # as trained on a GPU
+    save_checkpoint(tmp_path / "fp16.pth", payload)
+    expected = evaluate(checkpoint=tmp_path / "run" / "last.pth")
+    capsys.readouterr()
+    metrics = evaluate(checkpoint=tmp_path / "fp16.pth", device="cpu")
+    assert "train.amp='fp16' needs CUDA: evaluating on cpu in float32" in capsys.readouterr().out
+    assert metrics["val/loss"] == expected["val/loss"] and metrics["bbox/AP50"] == expected["bbox/AP50"]
 
 
 def test_unwritable_output_dir_is_a_clear_error(tmp_path, standins):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from pycocotools.cocoeval import COCOeval
 
-from detect.evaluation import COCOEvaluator, build_evaluator, format_metrics
+from detect.evaluation import COCOEvaluator, build_evaluator, format_metrics, is_per_class_metric
 from detect.evaluation.coco import SUMMARY_NAMES
 
 from evaluation_data import IMAGE_IDS, load_coco
@@ -72,6 +72,13 @@ def test_per_class_ap_equals_single_category_runs(dataset, coco_dict, prediction
         assert metrics[f"bbox/AP50-{name}"] == pytest.approx(stats[1], abs=1e-12)
     table = format_metrics(metrics)
     assert "| cat |" in table and "bbox/AP50:" in table
+
+
+def test_per_class_keys_are_told_apart_one_way():
+    assert is_per_class_metric("bbox/AP50-red-cell") and is_per_class_metric("sem_seg/IoU-car")
+    assert not any(map(is_per_class_metric, ["bbox/AP50", "val/loss_cls", "sem_seg/mIoU"]))
+    text = format_metrics({"bbox/AP50": 0.5, "bbox/AP50-red-cell": 0.25})
+    assert text.splitlines()[0] == "bbox/AP50: 0.5000" and "| red-cell | 25.0 |" in text
 
 
 def test_subset_of_images_equals_direct_run_on_that_subset(dataset, coco_dict, predictions):

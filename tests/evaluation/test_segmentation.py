@@ -57,7 +57,13 @@ def test_bad_segmentation_inputs():
         ev.process([{"image_id": 7, "masks": torch.tensor([[0]])}], [{"sem_seg": torch.tensor([[0, 1]])}])
     with pytest.raises(ValueError, match="image 7: sem_seg has 2 channels, expected 3"):
         ev.process([{"image_id": 7, "masks": torch.tensor([[0]])}], [{"sem_seg": torch.zeros(2, 1, 1)}])
+    # a label map is range-checked like the mask: 3 would count as class 0 of the next row
+    # (a silent miscount) and 9 would break the matrix's reshape
+    for value in (3, 9, -1):
+        with pytest.raises(ValueError, match=rf"image 7: predicted class {value} is outside 0..2"):
+            ev.process([{"image_id": 7, "masks": torch.tensor([[0, 1]])}], [{"sem_seg": torch.tensor([[0, value]])}])
     with pytest.raises(RuntimeError, match="no images were processed"):
         ev.evaluate()
-    ev.process([{"image_id": 1, "masks": torch.tensor([[255]])}], [{"sem_seg": torch.tensor([[0]])}])
+    # a pixel whose mask is ignored is not counted, whatever was predicted there
+    ev.process([{"image_id": 1, "masks": torch.tensor([[255, 255]])}], [{"sem_seg": torch.tensor([[0, 255]])}])
     assert math.isnan(ev.evaluate()["sem_seg/mIoU"])  # every pixel ignored: undefined, not 0

@@ -52,6 +52,30 @@ def test_predictor_equals_the_model_on_the_same_pixels(checkpoint, tmp_path):
     assert torch.equal(single["boxes"], predictor(first)["boxes"])
 
 
+def test_score_thresh_below_the_builders_default_returns_those_detections(tmp_path):
+    """A config without box_score_thresh (the demo and BCCD recipes) builds the model with the
+    builder's default 0.05; asking for 0.01 must lower the model's own threshold, not only the
+    Predictor's filter, or nothing between 0.01 and 0.05 could ever come back."""
+    config = {k: v for k, v in MODEL.items() if k != "box_score_thresh"}
+    torch.manual_seed(0)
+    model = detect.build_detector(**config)
+    default = model.roi_heads.score_thresh
+    assert default == 0.05
+    with torch.no_grad():  # a background-leaning classifier: foreground scores around 0.04
+        model.roi_heads.box_predictor.cls_score.bias.copy_(torch.tensor([3.0, 0.0, 0.0]))
+    path = save_checkpoint(tmp_path / "low.pth", {"model": model.state_dict(), "config": {"model": config},
+                                                   "class_names": ["cell", "blob"]})
+    image = write_png(tmp_path / "a.png", make_image(48, 64, seed=1))
+    low = Predictor.from_checkpoint(path, score_thresh=0.01, optimize=False)
+    assert low.model.roi_heads.score_thresh == 0.01
+    detections = low(image)
+    assert len(detections["scores"]) > 0 and bool((detections["scores"] < default).all())
+    assert bool((detections["scores"] >= 0.01).all())
+    # a threshold above the model's leaves the model alone and filters its output
+    high = Predictor.from_checkpoint(path, score_thresh=0.2, optimize=False)
+    assert high.model.roi_heads.score_thresh == default and len(high(image)["scores"]) == 0
+
+
 def test_optimized_predictor_stays_within_the_parity_tolerance(checkpoint, tmp_path):
     """The default CPU Predictor folds BatchNorm and runs channels-last: the same detections
     up to float rounding (boxes within 1e-3 px, scores within 1e-4)."""
