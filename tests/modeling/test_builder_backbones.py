@@ -6,16 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection import _utils as tv_utils
-from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-from torchvision.ops import FrozenBatchNorm2d as TVFrozenBatchNorm2d
 
 import backbones
 from backbones import Backbone, build_backbone
 from backbones.norm import FrozenBatchNorm2d
 from detect import build_detector
 from detect.modeling.weights import convert_torchvision_faster_rcnn
+
+from torchvision_reference import random_torchvision_faster_rcnn
 
 SMALL = dict(num_classes=3, min_size=96, max_size=160, rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=100,
              rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100, rpn_batch_size_per_image=64,
@@ -111,21 +109,7 @@ def test_c4_frozen_stages_4_freezes_the_head_stage(backbone, shapes_data):
 # ------------------------------------------------------- torchvision detector weights and BN
 def torchvision_v1_state(seed=0):
     """A torchvision fasterrcnn_resnet50_fpn state dict with random frozen-BN statistics."""
-    torch.manual_seed(seed)
-    backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, norm_layer=TVFrozenBatchNorm2d,
-                                   trainable_layers=3)
-    model = FasterRCNN(backbone, num_classes=4)
-    tv_utils.overwrite_eps(model, 0.0)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, TVFrozenBatchNorm2d):
-                n = module.weight.numel()
-                module.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.5)
-                module.bias.copy_(torch.randn(n, generator=g) * 0.1)
-                module.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                module.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-    return model.state_dict()
+    return random_torchvision_faster_rcnn(seed, num_classes=4).state_dict()
 
 
 def test_torchvision_weights_into_trainable_batchnorm_keep_the_statistics():

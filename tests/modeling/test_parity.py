@@ -29,12 +29,11 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection import _utils as tv_utils
-from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-from torchvision.ops import FrozenBatchNorm2d
 
 from detect import build_detector
+
+from torchvision_reference import random_torchvision_faster_rcnn
 
 NUM_CLASSES = 3
 OPTIONS = dict(
@@ -67,23 +66,7 @@ def assert_same_detections(detections, tv_detections, box_tol, score_tol=1e-4):
 
 
 def make_torchvision_model(seed=0):
-    torch.manual_seed(seed)
-    backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, norm_layer=FrozenBatchNorm2d, trainable_layers=3)
-    model = FasterRCNN(backbone, num_classes=NUM_CLASSES + 1, **OPTIONS)
-    tv_utils.overwrite_eps(model, 0.0)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, FrozenBatchNorm2d):
-                n = module.weight.numel()
-                module.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.5)
-                module.bias.copy_(torch.randn(n, generator=g) * 0.1)
-                module.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                module.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-        # Spread objectness and class scores so that rankings have no near-ties.
-        for param in list(model.rpn.head.parameters()) + list(model.roi_heads.box_predictor.parameters()):
-            param.copy_(torch.randn(param.shape, generator=g) * 0.05)
-    return model.eval()
+    return random_torchvision_faster_rcnn(seed, NUM_CLASSES + 1, spread_heads=True, **OPTIONS)
 
 
 @pytest.fixture(scope="module")
