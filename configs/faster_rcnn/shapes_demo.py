@@ -6,8 +6,8 @@ What makes it fast enough (torchvision's COCO defaults reach ~0.02 mAP50 in 10 C
 - few proposals (300 train / 100 test) and 64 sampled RoIs per image (COCO: 2000 / 512),
 - RoIAlign with one sample per bin, AdamW with a short warm-up and a cosine decay,
 - trainable BatchNorm (no pretrained weights, so the demo needs no network), batch 4,
-- channels-last convolutions; 384 training images x 10 epochs (960 steps): 5.4 min of
-  training on 2 cores and val mAP50 0.988 in the fresh-clone run of docs/training.md.
+- channels-last convolutions; 384 training images x 10 epochs (960 steps): 5.4-5.9 min of
+  training on 2 cores and val mAP50 0.988 in the fresh-clone runs of docs/training.md.
 
     python tools/train.py configs/faster_rcnn/shapes_demo.py
 """
