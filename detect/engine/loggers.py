@@ -137,8 +137,10 @@ class TensorBoardWriter:
                 self.writer.add_scalar(f"{prefix}/{key}", value, step)
 
     def close(self) -> None:
+        """Flush and close; idempotent (the training end and the crash clean-up both call it)."""
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
 
 def plot_metrics(metrics_path, out_dir) -> list[Path]:
