@@ -30,7 +30,7 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"dev": ["pytest>=8"]},
+    extras_require={"dev": ["pytest>=8", "timm>=1.0"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Image Recognition",

@@ -11,9 +11,12 @@ import os
 from collections.abc import Callable
 
 from backbones.base import Backbone
+from backbones.darknet import fast_yolo_darknet, yolov1_darknet
 from backbones.dcn_resnet import dcn_resnet50, dcn_resnet101
 from backbones.googlenet import googlenet
 from backbones.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
+from backbones.senet import seresnet50, seresnet101
+from backbones.xception import xception
 
 TORCHVISION_PREFIX = "tv:"
 
@@ -26,6 +29,11 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     "resnet152": resnet152,
     "dcn_resnet50": dcn_resnet50,
     "dcn_resnet101": dcn_resnet101,
+    "seresnet50": seresnet50,
+    "seresnet101": seresnet101,
+    "xception": xception,
+    "yolov1_darknet": yolov1_darknet,
+    "fast_yolo_darknet": fast_yolo_darknet,
 }
 
 

@@ -41,8 +41,20 @@ the close matches); ``model`` and ``data`` are checked by their builders.
   tuple, a dict for a dict; any value may replace None and None may replace any value.
 
 :func:`load_config` returns the resolved dict (base files merged, defaults filled,
-overrides applied, paths turned into strings); :func:`save_config` writes it as JSON to
-``<output_dir>/config.json``; checkpoints keep the same dict.
+overrides applied, paths turned into strings, values checked by :func:`validate_config`);
+:func:`save_config` writes it as JSON to ``<output_dir>/config.json``; checkpoints keep the
+same dict.
+
+**Stored configs are data, never code.** :func:`config_from_checkpoint` turns the config a
+checkpoint carries back into a resolved config without resolving ``_base_`` or running any
+file: a ``_base_`` key there is refused (a resolved config has none; one that names a file
+could only have been planted to run that file when the checkpoint is loaded).
+
+**Checked values.** :func:`validate_config` refuses, before anything is built, the values
+that torch would otherwise reject deep inside (``data.batch_size=0``, ``train.epochs=-1``,
+``train.optimizer.lr=0``, ``train.nonfinite_loss='ignore'``, ...), naming the key, the value
+and what is accepted. :func:`parse_duration` reads ``train.time_budget`` / ``--time-budget``
+(``90s``, ``20m``, ``1.5h``, plain seconds).
 """
 from __future__ import annotations
 
@@ -50,13 +62,15 @@ import ast
 import copy
 import difflib
 import json
+import math
 import runpy
 from pathlib import Path, PurePath
 from typing import Any, Iterable, Mapping
 
 from detect.filesystem import atomic_write
 
-__all__ = ["ConfigError", "DEFAULTS", "load_config", "merge_configs", "apply_overrides", "save_config", "to_plain"]
+__all__ = ["ConfigError", "DEFAULTS", "load_config", "merge_configs", "apply_overrides", "save_config", "to_plain",
+           "config_from_checkpoint", "validate_config", "parse_duration"]
 
 
 class ConfigError(ValueError):
@@ -112,11 +126,14 @@ DEFAULTS: dict[str, Any] = dict(
         progress_bar=True,
         tensorboard=True,        # when the tensorboard package is installed
         plots=True,              # PNG plots of losses and metrics at the end
+        time_budget=None,        # wall-clock budget ("20m", "1.5h", seconds): fewer epochs fitted to the speed
+        early_stop_patience=None,  # stop after this many validations without improving eval.best_metric
+        early_stop_min_delta=0.0,  # an improvement must exceed this
     ),
     eval=dict(
-        metric="coco",           # coco | voc07_11pt | voc_area (detect.evaluation.build_evaluator)
+        metric="auto",           # auto (the model's default_metric) | coco | voc07_11pt | voc_area | miou
         interval=1,              # validate every N epochs; 0: never during training
-        best_metric="bbox/AP50",  # metrics key for best.pth; "val/loss" etc. also work
+        best_metric="auto",      # metrics key for best.pth ("bbox/AP50", "val/loss", ...); auto: the model's default_best_metric
         best_mode="auto",        # max | min | auto (min for losses)
         val_loss=True,           # also compute model.loss on the validation set
         batch_size=None,         # None: data.batch_size
@@ -143,7 +160,107 @@ def load_config(source: "str | Path | Mapping", overrides: Iterable[str] | None 
     config = merge_configs(DEFAULTS, user)
     _check_keys(config)
     config = apply_overrides(config, overrides or ())
+    validate_config(config)
     return config
+
+
+def config_from_checkpoint(stored: Mapping, overrides: Iterable[str] | None = None, *, where: str = "checkpoint") -> dict:
+    """The resolved config of a checkpoint's stored ``config`` dict, as plain data only.
+
+    Unlike :func:`load_config` this never resolves ``_base_`` and never executes a file:
+    the stored dict is already resolved. A ``_base_`` key anywhere in it raises
+    :class:`ConfigError` (``where`` names the checkpoint). Defaults fill keys an older
+    writer did not have; ``overrides`` apply as in :func:`load_config`.
+    """
+    if not isinstance(stored, Mapping):
+        raise ConfigError(f"{where}: its stored config is {type(stored).__name__}, not a dict")
+    config = to_plain(dict(stored), "")
+    planted = [key for key in _dotted_keys(config) if key.rsplit(".", 1)[-1] == "_base_"]
+    if planted:
+        raise ConfigError(
+            f"{where}: its stored config has {', '.join(planted)}; a checkpoint stores the resolved config, and "
+            "loading one never runs the files such a key names. Pass the config file itself (tools/eval.py CONFIG "
+            "--checkpoint CKPT) if you trust it"
+        )
+    config = merge_configs(DEFAULTS, config)
+    _check_keys(config)
+    config = apply_overrides(config, overrides or ())
+    validate_config(config)
+    return config
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any, key: str = "train.time_budget") -> float:
+    """Seconds from ``90``, ``90.5``, ``"90s"``, ``"20m"``, ``"1.5h"``; ConfigError otherwise."""
+    text = str(value).strip().lower()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _DURATION_UNITS else (text, "s")
+    try:
+        seconds = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        seconds = float("nan")
+    if isinstance(value, bool) or not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(
+            f"{key}={value!r}: expected a positive duration such as 90s, 20m, 1.5h or a number of seconds "
+            "(--time-budget 20m, or --set train.time_budget=1200)"
+        )
+    return seconds
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# (dotted key, test, what is accepted): checked by validate_config before anything is built.
+_VALUE_CHECKS = (
+    ("data.batch_size", lambda v: _integer(v) and v >= 1, "an integer >= 1 (images per process)"),
+    ("data.num_workers", lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    ("train.epochs", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    ("train.max_iters", lambda v: v is None or (_integer(v) and v >= 0), "None or an integer >= 0"),
+    ("train.optimizer.name", lambda v: str(v).lower() in ("sgd", "adamw"), "'sgd' or 'adamw'"),
+    ("train.optimizer.lr", lambda v: _number(v) and v > 0, "a number > 0"),
+    ("train.optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0"),
+    ("train.scheduler.name", lambda v: v in ("multistep", "cosine", "constant"), "'multistep', 'cosine' or 'constant'"),
+    ("train.scheduler.warmup_iters", lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    ("train.clip_grad_norm", lambda v: v is None or (_number(v) and v > 0), "None or a number > 0"),
+    ("train.nonfinite_loss", lambda v: v in ("skip", "stop"), "'skip' or 'stop'"),
+    ("train.max_nonfinite_skips", lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    ("train.ema.decay", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("train.checkpoint_interval_iters", lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: end of epoch only)"),
+    ("train.log_interval", lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    ("train.early_stop_patience", lambda v: v is None or (_integer(v) and v >= 1), "None (off) or an integer >= 1"),
+    ("train.early_stop_min_delta", lambda v: _number(v) and v >= 0, "a number >= 0"),
+    ("eval.interval", lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: never during training)"),
+    ("eval.best_mode", lambda v: v in ("max", "min", "auto"), "'max', 'min' or 'auto'"),
+    ("eval.batch_size", lambda v: v is None or (_integer(v) and v >= 1), "None (data.batch_size) or an integer >= 1"),
+)
+
+
+def validate_config(config: Mapping) -> None:
+    """Check the engine's and loaders' option values; ConfigError naming key, value and what is accepted.
+
+    Keys a config does not have are left to their builders (a library user's own
+    ``data`` section may not have them all).
+    """
+    for key, ok, accepted in _VALUE_CHECKS:
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, Mapping) else _MISSING
+        if node is _MISSING:
+            continue
+        if not ok(node):
+            raise ConfigError(f"{key}={node!r}: expected {accepted}; fix it in the config or with --set {key}=...")
+    budget = config.get("train", {}).get("time_budget") if isinstance(config.get("train"), Mapping) else None
+    if budget is not None:
+        parse_duration(budget)
+
+
+_MISSING = object()
 
 
 def _load_file(path: Path, chain: tuple[Path, ...]) -> dict:

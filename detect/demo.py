@@ -1,7 +1,8 @@
 """The `make demo` job: the whole product on the built-in shapes dataset, on a CPU.
 
 1. generate the shapes dataset (COCO JSON + JPEGs + VOC XML + masks) under ``data/shapes``;
-2. train Faster R-CNN with a small backbone (``configs/faster_rcnn/shapes_demo.py``);
+2. train a detector with a small backbone: Faster R-CNN (``configs/faster_rcnn/shapes_demo.py``,
+   the default) or YOLOv1 (``model="yolov1"``: ``configs/yolov1/shapes_cpu.py``);
 3. evaluate the best checkpoint on the held-out split (VOC mAP50, all-point);
 4. run inference on a held-out image and on a short generated video;
 5. print the mAP, the wall time and where every output is.
@@ -15,7 +16,20 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "faster_rcnn" / "shapes_demo.py"
+_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+#: The demo recipe of each family that has one (``tools/demo.py --model NAME``).
+DEMO_CONFIGS = {
+    "faster_rcnn": _CONFIGS / "faster_rcnn" / "shapes_demo.py",
+    "yolov1": _CONFIGS / "yolov1" / "shapes_cpu.py",
+}
+DEFAULT_CONFIG = DEMO_CONFIGS["faster_rcnn"]
+
+
+def demo_config(model: str) -> Path:
+    """The demo recipe of a family, or ``ValueError`` listing those that have one."""
+    if model not in DEMO_CONFIGS:
+        raise ValueError(f"no demo recipe for {model!r}; choose one of {sorted(DEMO_CONFIGS)}")
+    return DEMO_CONFIGS[model]
 
 
 def run_demo(config_path: str | Path = DEFAULT_CONFIG, output_dir: str | Path = "runs/demo",

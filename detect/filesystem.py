@@ -3,11 +3,14 @@
 - :func:`ensure_writable_directory`: create a directory and prove a file can be written
   in it, so that a run fails before any work with the reason;
 - :func:`atomic_write`: write a file so that it appears under its name only complete and
-  on disk (checkpoints, ``config.json``, COCO results, ``detections.json``).
+  on disk (checkpoints, ``config.json``, COCO results, ``detections.json``);
+- :func:`remove_stale_temporary_files`: delete the temporary files that an
+  :func:`atomic_write` killed mid-write (SIGKILL, power cut) left behind.
 """
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,7 +51,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
         raise ValueError(f"atomic_write writes whole files: mode 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")  # see _TEMPORARY_NAME
     try:
         with open(tmp, mode.replace("w", "x"), encoding=encoding) as f:
             yield f
@@ -59,6 +62,42 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
         tmp.unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
+
+
+# The names atomic_write gives its temporary files: ".<name>.<pid>.<8 hex digits>.tmp".
+_TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+
+
+def remove_stale_temporary_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_write` in ``directory`` whose writer is gone.
+
+    Only names of atomic_write's pattern are touched, and only when the process id in
+    the name is not alive (a live writer, e.g. another tool writing there now, keeps its
+    file). Returns the files removed; a missing directory removes nothing.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for entry in sorted(directory.iterdir()):
+        match = _TEMPORARY_NAME.match(entry.name)
+        if match is None or not entry.is_file() or _process_alive(int(match["pid"])):
+            continue
+        entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's process (or an unknowable id): leave its file alone
+    return True
 
 
 def fsync_directory(directory: str | os.PathLike) -> None:

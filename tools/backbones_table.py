@@ -9,7 +9,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from detect.cli import add_debug_argument, tool_main  # noqa: E402
 
+
+@tool_main
 def main(argv=None):
     from backbones.summary import default_names, format_table, summarize
     from detect.benchmarks.common import machine_info, set_threads
@@ -20,6 +23,7 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=224, help="square input size in pixels")
     parser.add_argument("--repeats", type=int, default=3, help="timed forward passes (median)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if args.threads is not None:
         set_threads(args.threads)

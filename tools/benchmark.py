@@ -12,6 +12,11 @@ with the machine and command; docs/benchmarks.md records the figures.
 import argparse
 import importlib
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detect.cli import add_debug_argument, tool_main  # noqa: E402
 
 SUITES = {
     "backbones": "detect.benchmarks.backbones",
@@ -20,17 +25,20 @@ SUITES = {
 }
 
 
+@tool_main
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in SUITES:
         parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("suite", choices=sorted(SUITES))
-        parser.parse_args(argv[:1])  # prints usage and exits
+        add_debug_argument(parser)
+        parser.parse_args([a for a in argv if a != "--debug"][:1])  # prints usage and exits
         return
     # Import only the chosen suite: each one pulls in its own models and data.
     module = importlib.import_module(SUITES[argv[0]])
     parser = argparse.ArgumentParser(prog=f"benchmark.py {argv[0]}", description=module.__doc__)
     module.add_arguments(parser)
+    add_debug_argument(parser)
     module.run(parser.parse_args(argv[1:]))
 
 

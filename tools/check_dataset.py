@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """The dataset doctor: counts, class histogram, box sizes and every problem, per split.
 
+    python tools/check_dataset.py --data ../shared/data/BCCD          # any VOC / COCO / YOLO folder or file
     python tools/check_dataset.py --format voc --root ../shared/data/BCCD
     python tools/check_dataset.py --format coco --image-dir coco/val2017 --ann-file coco/annotations/instances_val2017.json
     python tools/check_dataset.py --format yolo --image-dir data/images/train --class-names cat dog
@@ -16,11 +17,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from detect.cli import add_debug_argument, one_line, tool_main  # noqa: E402
+from detect.errors import UserInputError  # noqa: E402
 from detect.data.doctor import config_source, diagnose, source_config  # noqa: E402
 
 
+@tool_main(return_code=True)
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", metavar="PATH", help="a dataset folder or file of any layout (VOC, COCO JSON, "
+                                                       "YOLO data.yaml or images/ + labels/): detected, then checked")
     parser.add_argument("--config", help="a config file; its data section is checked")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (with --config)")
     parser.add_argument("--format", choices=("coco", "voc", "yolo", "shapes"))
@@ -35,21 +41,26 @@ def main(argv=None) -> int:
     decode.add_argument("--decode", dest="decode", action="store_true", default=None, help="decode every image")
     decode.add_argument("--no-decode", dest="decode", action="store_false", help="never decode images")
     parser.add_argument("--workers", type=int, default=2, help="decoding threads")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
 
-    if not (args.config or args.format):
-        parser.error("give --config or --format with the dataset's location")
-    try:
-        if args.config:
-            data, splits = config_source(args.config, args.set, splits=args.split, check_policy=args.check_policy)
+    if not (args.config or args.format or args.data):
+        parser.error("give --data PATH, --config or --format with the dataset's location")
+    # a path or config that points nowhere: one-line error and exit code 2 (detect.cli)
+    try:  # resolving the arguments into a data config: its ValueError / KeyError name what is missing
+        if args.data and not args.config:
+            data, splits = source_config(None, data_path=args.data, splits=args.split, class_names=args.class_names,
+                                         check_policy=args.check_policy or "raise")
+        elif args.config:
+            data, splits = config_source(args.config, args.set, splits=args.split, check_policy=args.check_policy,
+                                         data_path=args.data)
         else:
             data, splits = source_config(
                 args.format, splits=args.split, root=args.root, image_dir=args.image_dir, ann_file=args.ann_file,
                 label_dir=args.label_dir, class_names=args.class_names, check_policy=args.check_policy or "raise")
-        report = diagnose(data, splits, decode=args.decode, workers=args.workers)
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # a path or config that points nowhere
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, KeyError) as exc:
+        raise UserInputError(one_line(exc)) from exc
+    report = diagnose(data, splits, decode=args.decode, workers=args.workers)
     print(report.format())
     return 1 if report.stops_training else 0
 

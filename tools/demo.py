@@ -4,18 +4,25 @@
     python tools/demo.py [--output-dir runs/demo] [--set train.epochs=4 ...] [--device cpu]
 """
 import argparse
+import sys
+from pathlib import Path
 
-from detect.demo import DEFAULT_CONFIG, run_demo
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detect.cli import add_debug_argument, tool_main  # noqa: E402
+from detect.demo import DEFAULT_CONFIG, run_demo  # noqa: E402
 
 
+@tool_main
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="recipe (default: %(default)s)")
     parser.add_argument("--output-dir", default="runs/demo")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--device", default="cpu")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
-    run_demo(args.config, args.output_dir, args.set, args.device)
+    return run_demo(args.config, args.output_dir, args.set, args.device)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@
 - ``--train``: one SGD step (forward, backward, update) at batch 2 for both, same weights and
   images, same targets.
 - Every other variant (``--backbones``): our latency alone (torchvision has no equivalent).
+- YOLOv1 at 448 x 448 (``--yolo``, on by default; torchvision has no YOLO): the paper's
+  network and a ResNet-50 variant, latency at batch 1 and 8, images/s, and the achieved
+  GFLOP/s (FLOPs of one forward counted by ``torch.utils.flop_counter``) as a fraction of
+  this CPU's convolution throughput, measured in the same run on a large 3x3 convolution.
 
 Nothing is asserted: the table is printed for docs/benchmarks.md.
 """
@@ -49,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train a small R18-FPN on the shapes set generated in DIR, then report its "
                              "COCO AP with the fp32 and the bf16 fast paths (and their latency)")
     parser.add_argument("--bf16-ap-steps", type=int, default=300, help="training steps for --bf16-ap (default 300)")
+    parser.add_argument("--no-yolo", dest="yolo", action="store_false", help="skip the YOLOv1 rows")
 
 
 def benchmark_image() -> torch.Tensor:
@@ -153,6 +158,70 @@ def run(args) -> None:
                 times.append(time.perf_counter() - start)
             times.sort()
             print(f"| {name} | {times[len(times) // 2] * 1e3:.1f} |")
+    if args.yolo:
+        yolo_table(args.num_classes, args.warmup, args.repeats)
+
+
+def median_seconds(fn, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def forward_flops(module: torch.nn.Module, *inputs) -> int:
+    """FLOPs (2 per multiply-add) of one call, counted by ``torch.utils.flop_counter``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        module(*inputs)
+    return int(counter.get_total_flops())
+
+
+def conv_throughput(warmup: int = 2, repeats: int = 5) -> float:
+    """FLOP/s of one large 3x3 convolution (256 -> 256 channels, 56 x 56, batch 8, channels-last):
+    what this CPU's oneDNN kernels sustain on the operation a detector spends its time in."""
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1).eval().to(memory_format=torch.channels_last)
+    x = torch.rand(8, 256, 56, 56).contiguous(memory_format=torch.channels_last)
+    flops = forward_flops(conv, x)
+
+    def run_conv():
+        with torch.inference_mode():
+            conv(x)
+
+    return flops / median_seconds(run_conv, warmup, repeats)
+
+
+YOLO_VARIANTS = {"YOLOv1 (paper net)": dict(backbone="yolov1"), "YOLOv1 ResNet-50": dict(backbone="resnet50")}
+
+
+def yolo_table(num_classes: int, warmup: int, repeats: int) -> None:
+    """The YOLOv1 rows: latency at batch 1 and 8, images/s, GFLOP/s against the CPU's conv peak."""
+    from detect import build_detector
+
+    peak = conv_throughput(warmup, repeats)
+    print(f"\nYOLOv1 at 448 x 448, {num_classes} classes; this CPU's 3x3 convolution throughput: {peak / 1e9:.0f} GFLOP/s")
+    print("| model | GFLOPs / image | batch 1 (ms) | batch 8 (ms) | images/s (batch 8) | GFLOP/s (batch 8) | of conv peak |")
+    print("|---|---|---|---|---|---|---|")
+    generator = torch.Generator().manual_seed(0)
+    for name, options in YOLO_VARIANTS.items():
+        torch.manual_seed(0)
+        model = build_detector("yolov1", num_classes=num_classes, **options).eval()
+        if hasattr(model, "optimize_for_inference"):
+            model.optimize_for_inference()
+        single = [torch.rand(3, 448, 448, generator=generator)]
+        batch = [torch.rand(3, 448, 448, generator=generator) for _ in range(8)]
+        flops = forward_flops(lambda images: model.predict(images), single)
+        t1 = median_seconds(lambda: model.predict(single), warmup, repeats)
+        t8 = median_seconds(lambda: model.predict(batch), warmup, max(repeats // 2, 1))
+        achieved = 8 * flops / t8
+        print(f"| {name} | {flops / 1e9:.1f} | {t1 * 1e3:.1f} | {t8 * 1e3:.1f} | {8 / t8:.1f} | "
+              f"{achieved / 1e9:.0f} | {achieved / peak:.0%} |")
 
 
 def _training_comparisons(theirs, state, image, args):

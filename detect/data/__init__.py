@@ -21,7 +21,7 @@ _EXPORTS = {
     "CocoDetection": "detect.data.coco",
     "VOCDetection": "detect.data.voc",
     "VOC_CLASSES": "detect.data.voc",
-    "YoloDetection": "detect.data.yolo",
+    "YoloDetection": "detect.data.yolo_labels",
     "DetectionDataset": "detect.data.dataset",
     "make_shapes": "detect.data.shapes",
     "collate": "detect.data.loader",
@@ -35,6 +35,10 @@ _EXPORTS = {
     "to_tensor": "detect.data.image_io",
     "ImageReadError": "detect.data.image_io",
     "DatasetError": "detect.data.checks",
+    "DataPathError": "detect.data.checks",
+    "detect_layout": "detect.data.sources",
+    "derive_class_names": "detect.data.sources",
+    "apply_data_path": "detect.data.sources",
     "Problem": "detect.data.checks",
 }
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-__all__ = ["Annotations", "ObjectTableBuilder", "to_coco_dict", "coco_from_dict"]
+__all__ = ["Annotations", "ObjectTableBuilder", "to_coco_dict", "coco_from_dict", "relative_image_names", "restrict_to_images"]
 
 
 @dataclass
@@ -112,6 +112,36 @@ class Annotations:
                 changes[f.name] = value[keep_objects]
         changes["object_image"] = new_row[self.object_image[keep_objects]]
         return replace(self, **changes)
+
+
+def relative_image_names(ann: Annotations) -> list[str]:
+    """Each image's path relative to the reader's image folder (``extra["image_root"]``:
+    COCO ``image_dir``, VOC ``JPEGImages``, YOLO ``image_dir``), with ``/`` separators:
+    the names an explicit image list (a split's ``images``) is written in."""
+    root = ann.extra.get("image_root")
+    if root is None:
+        return [os.path.basename(p) for p in ann.file_paths]
+    return [os.path.relpath(p, root).replace(os.sep, "/") for p in ann.file_paths]
+
+
+def restrict_to_images(ann: Annotations, images) -> Annotations:
+    """``ann`` restricted to ``images`` (names as :func:`relative_image_names` gives them),
+    in the table's order; ``None`` keeps everything. A name the split does not hold raises
+    :class:`~detect.data.checks.DatasetError` naming it (the list is stale: the folder
+    changed since it was written)."""
+    if images is None:
+        return ann
+    from detect.data.checks import DatasetError, Problem
+
+    names = np.asarray(relative_image_names(ann), dtype=object)
+    wanted = np.asarray([str(n).replace(os.sep, "/") for n in images], dtype=object)
+    unknown = wanted[~np.isin(wanted, names)] if wanted.size else wanted
+    if unknown.size:
+        raise DatasetError(ann.location, [Problem("missing_image", ann.location, None, None,
+                                                  f"listed image {n!r} is not in this split") for n in unknown[:20]],
+                           hint="The split's `images` list names images the source does not hold (the folder changed "
+                                "since the list was written): remove them, or re-run with --data PATH to list them anew.")
+    return ann.select(keep_images=np.isin(names, wanted))
 
 
 _IMAGE_ARRAYS = {"image_ids", "heights", "widths", "image_valid"}

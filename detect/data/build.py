@@ -6,7 +6,7 @@
         format="coco" | "voc" | "yolo" | "shapes",
         root=None,                      # default for every split (voc, shapes)
         train=dict(...), val=dict(...), # per split; keys below override data-level ones
-        class_names=None,               # None: format default; "derive": from the train split
+        class_names=None,               # None / "derive": detect.data.sources.derive_class_names
         transforms=dict(train="train", val="eval"),   # preset name, dict(name=..., **options)
         check_policy="raise",           # "raise" | "drop" | "clip"
         filter_empty=False,             # "train" split only (set it in a split dict to force it)
@@ -21,6 +21,9 @@ Per-split keys by format:
 - ``voc``: ``root`` (VOCdevkit/VOC2007-style folder), ``split`` (ImageSets/Main/<split>.txt,
   default: the split name).
 - ``yolo``: ``image_dir`` (folder or list file), optional ``label_dir``.
+- every format: ``images`` (optional): the names of the images the split keeps (paths
+  relative to the image folder: COCO ``image_dir``, VOC ``JPEGImages``, YOLO ``image_dir``),
+  e.g. the seeded validation split that :func:`detect.data.sources.apply_data_path` writes.
 - ``shapes``: ``root``; generation options of :func:`detect.data.shapes.make_shapes` may sit
   in ``data.shapes`` or in the split dict. The set is generated under ``root`` if it is not
   there yet and then read with the COCO reader (``annotations/instances_<split>.json``).
@@ -73,11 +76,18 @@ class SplitSpec:
 
 
 _SOURCE_KEYS = {"coco": ("image_dir", "ann_file"), "voc": ("root", "split"), "yolo": ("image_dir", "label_dir")}
-_DATASET_KEYS = {"coco": ("tolerance",), "voc": ("use_difficult", "tolerance"), "yolo": ("tolerance",)}
+_DATASET_KEYS = {"coco": ("tolerance", "images"), "voc": ("use_difficult", "tolerance", "images"),
+                 "yolo": ("tolerance", "images")}
 
 
-def resolve_split(data_cfg: dict, split: str) -> SplitSpec:
-    """Resolve ``data_cfg`` for ``split`` (generating the shapes set when needed)."""
+def resolve_split(data_cfg: dict, split: str, *, derive_classes: bool = True) -> SplitSpec:
+    """Resolve ``data_cfg`` for ``split`` (generating the shapes set when needed).
+
+    Class names the config leaves ``None`` (or ``"derive"``) come from
+    :func:`detect.data.sources.derive_class_names`, the one rule every tool uses (VOC and
+    YOLO get the derived list here; COCO keeps ``None``, which the reader resolves by the
+    same rule, categories in id order, without loading the JSON twice).
+    ``derive_classes=False`` leaves them unresolved (used by that function itself)."""
     fmt = data_cfg.get("format")
     if fmt not in DATA_FORMATS:
         raise ValueError(f"data.format is {fmt!r}; expected one of {DATA_FORMATS}")
@@ -96,8 +106,13 @@ def resolve_split(data_cfg: dict, split: str) -> SplitSpec:
         filter_empty=bool(split_cfg.pop("filter_empty", data_cfg.get("filter_empty", False) if split == "train" else False)),
         masks=bool(split_cfg.pop("masks", data_cfg.get("masks", False))),
     )
-    if spec.class_names is None:
-        spec.class_names = _resolve_class_names(data_cfg, split)
+    if spec.class_names in (None, "derive") and derive_classes:
+        names = data_cfg.get("class_names")
+        if names in (None, "derive") and fmt in ("voc", "yolo"):
+            from detect.data.sources import derive_class_names
+
+            names = derive_class_names(data_cfg)
+        spec.class_names = None if names == "derive" else names
     if fmt == "shapes":
         from detect.data.shapes import SHAPES_OPTIONS, make_shapes
 
@@ -107,10 +122,10 @@ def resolve_split(data_cfg: dict, split: str) -> SplitSpec:
         options = dict(data_cfg.get("shapes") or {})
         options.update({k: split_cfg.pop(k) for k in list(split_cfg) if k in SHAPES_OPTIONS})
         set_split = split_cfg.pop("split", "val" if split == "test" else split)
-        spec.options = {k: split_cfg.pop(k) for k in ("tolerance",) if k in split_cfg}
+        spec.options = {k: split_cfg.pop(k) for k in ("tolerance", "images") if k in split_cfg}
         if split_cfg:
             raise TypeError(f"data.{split} has keys {sorted(split_cfg)} that the shapes set does not take; "
-                            f"valid keys: root, split, tolerance, {sorted(SHAPES_OPTIONS)}")
+                            f"valid keys: root, split, tolerance, images, {sorted(SHAPES_OPTIONS)}")
         root = Path(make_shapes(root, **options))
         spec.format = "coco"
         spec.source = {"image_dir": root / "JPEGImages", "ann_file": root / "annotations" / f"instances_{set_split}.json"}
@@ -131,20 +146,6 @@ def resolve_split(data_cfg: dict, split: str) -> SplitSpec:
     return spec
 
 
-def _resolve_class_names(data_cfg: dict, split: str):
-    """``"derive"`` for a non-train split means "the train split's classes", so that the
-    label <-> name mapping of validation can never differ from the one of training."""
-    names = data_cfg.get("class_names")
-    if names != "derive" or split == "train" or not isinstance(data_cfg.get("train"), dict):
-        return names
-    if data_cfg["format"] == "voc":
-        from detect.data.voc import derive_voc_class_names
-
-        train = resolve_split({**data_cfg, "class_names": None}, "train")
-        return derive_voc_class_names(train.source["root"], train.source.get("split", "train"))
-    return names
-
-
 def _data_level(data_cfg: dict, fmt: str) -> dict:
     """Defaults the data level gives every split: ``root`` (voc, shapes), ``use_difficult``, ``tolerance``."""
     keys = {"voc": ("root", "use_difficult"), "shapes": ("root",)}.get(fmt, ()) + ("tolerance",)
@@ -153,15 +154,18 @@ def _data_level(data_cfg: dict, fmt: str) -> dict:
 
 def parse_split(spec: SplitSpec):
     """The raw :class:`~detect.data.annotations.Annotations` of a resolved split (no checks applied)."""
+    from detect.data.annotations import restrict_to_images
     from detect.data.coco import parse_coco
     from detect.data.voc import parse_voc
-    from detect.data.yolo import parse_yolo
+    from detect.data.yolo_labels import parse_yolo
 
     if spec.format == "coco":
-        return parse_coco(spec.source["image_dir"], spec.source["ann_file"], spec.class_names)
-    if spec.format == "voc":
-        return parse_voc(spec.source["root"], spec.source["split"], spec.class_names, masks=spec.masks)
-    return parse_yolo(spec.source["image_dir"], spec.class_names, spec.source.get("label_dir"))
+        ann = parse_coco(spec.source["image_dir"], spec.source["ann_file"], spec.class_names)
+    elif spec.format == "voc":
+        ann = parse_voc(spec.source["root"], spec.source["split"], spec.class_names, masks=spec.masks)
+    else:
+        ann = parse_yolo(spec.source["image_dir"], spec.class_names, spec.source.get("label_dir"))
+    return restrict_to_images(ann, spec.options.get("images"))
 
 
 def build_dataset(data_cfg: dict, split: str):
@@ -169,7 +173,7 @@ def build_dataset(data_cfg: dict, split: str):
     from detect.data.coco import CocoDetection
     from detect.data.transforms import build_transforms
     from detect.data.voc import VOCDetection
-    from detect.data.yolo import YoloDetection
+    from detect.data.yolo_labels import YoloDetection
 
     spec = resolve_split(data_cfg, split)
     reader = {"coco": CocoDetection, "voc": VOCDetection, "yolo": YoloDetection}[spec.format]

@@ -50,7 +50,7 @@ from detect.data.annotations import Annotations
 
 __all__ = [
     "CHECK_POLICIES", "DatasetError", "Problem", "PROBLEM_TEXT", "find_problems", "apply_policy",
-    "check_policy_name",
+    "check_policy_name", "DataPathError", "read_text", "require_path",
 ]
 
 logger = logging.getLogger("detect.data")
@@ -73,6 +73,10 @@ PROBLEM_TEXT = {
     "class_list_mismatch": "class list disagrees with the annotations",
     "unused_class": "class never used",
     "empty_dataset": "dataset empty",
+    "missing_path": "path does not exist",
+    "bad_encoding": "file is not UTF-8 text",
+    "labels_not_found": "no label files found",
+    "unknown_layout": "dataset layout not recognised",
 }
 
 # Problems that concern the whole image: under "drop"/"clip" the image goes.
@@ -122,6 +126,59 @@ class DatasetError(ValueError):
             f"{location}: {len(self.problems)} problem(s) stop loading (check_policy={policy!r}): "
             f"{summary}\n{shown}{more}\n{hint}"
         )
+
+
+class DataPathError(DatasetError, FileNotFoundError):
+    """A dataset root, annotation file or image folder that does not exist. Also a
+    ``FileNotFoundError`` (what older callers catch); its message is one paragraph naming
+    the path, the config key that gave it and how to point at the data."""
+
+    def __init__(self, path, what: str, key: str | None = None, detail: str = ""):
+        self.location = str(path)
+        self.problems = [Problem("missing_path", str(path), None, None, f"{what} does not exist")]
+        where = f" (config key {key})" if key else ""
+        ValueError.__init__(
+            self,
+            f"{what} {path} does not exist{'; ' + detail if detail else ''}{where}. Point the config at the data: "
+            f"`--data PATH` (any VOC / COCO / YOLO folder or file) or "
+            f"`--set data.{key or 'root'}=...`; a run's data folder that moved needs the same.",
+        )
+
+
+def require_path(path, what: str, key: str | None = None, *, kind: str = "any", detail: str = ""):
+    """``path`` as a ``Path`` when it exists (``kind``: "dir", "file" or "any"), else
+    :class:`DataPathError` naming it."""
+    from pathlib import Path
+
+    path = Path(path)
+    ok = {"dir": path.is_dir, "file": path.is_file, "any": path.exists}[kind]()
+    if not ok:
+        raise DataPathError(path, what, key, detail)
+    return path
+
+
+def read_text(path, what: str = "file", *, image_id=None) -> str:
+    """The text of ``path`` decoded as UTF-8 (a leading byte-order mark is accepted, as
+    Notepad writes it). Invalid bytes raise :class:`DatasetError` naming the file, the
+    byte offset and the bytes (a ``bad_encoding`` problem); a missing file raises
+    :class:`DataPathError`."""
+    try:
+        data = open(path, "rb").read()
+    except FileNotFoundError:
+        raise DataPathError(path, what) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(str(path), [encoding_problem(path, exc, image_id)],
+                           hint=f"Re-save {path} as UTF-8 (e.g. `iconv -f latin1 -t utf-8`); "
+                                "annotation files are read as UTF-8 (with or without BOM).") from None
+
+
+def encoding_problem(path, exc: UnicodeDecodeError, image_id=None) -> Problem:
+    """A ``bad_encoding`` problem for a decode error (byte offset and the offending bytes)."""
+    bad = exc.object[exc.start:exc.end]
+    return Problem("bad_encoding", str(path), image_id, None,
+                   f"byte {bad!r} at byte offset {exc.start} is not valid UTF-8 ({exc.reason}); re-save the file as UTF-8")
 
 
 def check_policy_name(policy: str) -> str:
@@ -218,7 +275,9 @@ def _category_detail(ann: Annotations, kind: str, m: int, num_classes: int) -> s
         return f"class index {raw} but the dataset has {num_classes} classes (valid: 0..{num_classes - 1})"
     shown = ", ".join(ann.class_names[:8]) + (", ..." if num_classes > 8 else "")
     if ann.source == "coco":
-        return f"category_id {raw} is not among the classes' category ids {ann.category_ids[:8]}"
+        kind = "" if isinstance(raw, (int, np.integer)) and not isinstance(raw, bool) else (
+            f" (a {type(raw).__name__}; category ids must be integers, as in 'categories')")
+        return f"category_id {raw!r}{kind} is not among the classes' category ids {ann.category_ids[:8]}"
     return f"class name {raw!r} is not in the class list [{shown}]"
 
 

@@ -23,18 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from detect.data.annotations import Annotations, coco_from_dict
-from detect.data.checks import DatasetError, Problem
+from detect.data.checks import DatasetError, Problem, read_text, require_path
 from detect.data.dataset import DetectionDataset
 
 __all__ = ["CocoDetection", "parse_coco"]
 
 
 def _load_json(ann_file: Path) -> dict:
+    text = read_text(require_path(ann_file, "COCO annotation file", "ann_file", kind="file"), "COCO annotation file")
     try:
-        with open(ann_file, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"COCO annotation file {ann_file} does not exist; check ann_file in the config") from exc
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{ann_file} is not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from exc
     if not isinstance(data, dict) or "images" not in data:
@@ -44,12 +42,46 @@ def _load_json(ann_file: Path) -> dict:
     return data
 
 
+def _as_id(value):
+    """A COCO id as an int: ints as they are, numeric strings ("40") converted (some
+    exporters write ids as strings); anything else is returned unchanged (so that the
+    callers can name it)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return value
+
+
+def _check_ids(location: str, entries: list, what: str) -> None:
+    """Refuse ids that are not integers (after :func:`_as_id`), naming the entry."""
+    bad = [e for e in entries if not isinstance(e["id"], int)]
+    if bad:
+        label = "file_name" if what == "image" else "name"
+        problems = [Problem("malformed_annotation", location, None, None,
+                            f"{what} {e.get(label)!r} has id {e['id']!r} (a {type(e['id']).__name__}); "
+                            f"{what} ids must be integers") for e in bad[:20]]
+        raise DatasetError(location, problems, hint=f"Give every {what} an integer id (numeric strings such as "
+                                                    f"\"12\" are accepted) and use the same ids in the annotations.")
+
+
 def parse_coco(image_dir, ann_file, class_names: list[str] | None = None) -> Annotations:
-    """Parse a COCO instances JSON into an :class:`Annotations` table (no image decoded)."""
+    """Parse a COCO instances JSON into an :class:`Annotations` table (no image decoded).
+
+    Image and category ids (and the annotations' ``image_id`` / ``category_id``) that are
+    numeric strings are read as ints; other non-integer ids raise :class:`DatasetError`
+    naming the image's ``file_name`` (the category's ``name``)."""
     image_dir, ann_file = Path(image_dir), Path(ann_file)
     data = _load_json(ann_file)
+    require_path(image_dir, "COCO image folder", "image_dir", kind="dir")
     location = str(ann_file)
     problems: list[Problem] = []
+    data["images"] = [{**im, "id": _as_id(im.get("id"))} for im in data["images"]]
+    data["categories"] = [{**c, "id": _as_id(c.get("id"))} for c in data["categories"]]
+    for a in data["annotations"]:
+        a["image_id"], a["category_id"] = _as_id(a.get("image_id")), _as_id(a.get("category_id"))
+    _check_ids(location, data["images"], "image")
+    _check_ids(location, data["categories"], "category")
 
     categories = sorted(data["categories"], key=lambda c: c["id"])
     if isinstance(class_names, str):
@@ -94,7 +126,10 @@ def parse_coco(image_dir, ann_file, class_names: list[str] | None = None) -> Ann
         bbox = a.get("bbox")
         row = row_of_id.get(a.get("image_id"))
         if row is None or not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-            reason = (f"image_id {a.get('image_id')!r} is not in 'images'" if row is None
+            image_id = a.get("image_id")
+            typed = "" if isinstance(image_id, int) else (
+                f" (a {type(image_id).__name__}; image_id must be the integer id of an image in 'images')")
+            reason = (f"image_id {image_id!r} is not in 'images'{typed}" if row is None
                       else f"bbox {bbox!r} is not a list of 4 numbers")
             problems.append(Problem("malformed_annotation", location, a.get("image_id") if row is None else int(image_ids[row]),
                                     position, f"{reason} (annotation id {a.get('id')})"))
@@ -136,7 +171,7 @@ def parse_coco(image_dir, ann_file, class_names: list[str] | None = None) -> Ann
         raw_categories=raw_cats, iscrowd=np.asarray(crowd, bool)[order], difficult=np.zeros(image_row.size, bool),
         areas=areas, ann_ids=np.asarray(ann_ids, dtype=np.int64)[order], raw_boxes=raw_boxes,
         raw_box_format="bbox [x, y, w, h]", object_noun="annotation", problems=problems,
-        extra={"coco_json": data},
+        extra={"coco_json": data, "image_root": str(image_dir)},
     )
 
 
@@ -162,7 +197,7 @@ class CocoDetection(DetectionDataset):
         transforms: see :class:`~detect.data.dataset.DetectionDataset`.
         class_names: ``None`` (every category, sorted by id) or the names to train on,
             in label order.
-        check_policy, filter_empty, masks, tolerance: see
+        check_policy, filter_empty, masks, tolerance, images: see
             :class:`~detect.data.dataset.DetectionDataset`.
 
     Example::
@@ -173,7 +208,7 @@ class CocoDetection(DetectionDataset):
     """
 
     def __init__(self, image_dir, ann_file, transforms=None, *, class_names=None, check_policy="raise",
-                 filter_empty=False, masks=False, tolerance=1.0):
+                 filter_empty=False, masks=False, tolerance=1.0, images=None):
         annotations = parse_coco(image_dir, ann_file, class_names)
         # The JSON is only needed to paint masks. Not keeping it spares memory that every
         # DataLoader worker would otherwise end up copying (refcount writes defeat fork's
@@ -181,7 +216,7 @@ class CocoDetection(DetectionDataset):
         coco_json = annotations.extra.pop("coco_json")
         self._coco_json = coco_json if masks else None
         super().__init__(annotations, transforms=transforms, check_policy=check_policy, filter_empty=filter_empty,
-                         use_difficult=False, masks=masks, tolerance=tolerance)
+                         use_difficult=False, masks=masks, tolerance=tolerance, images=images)
         self._source_coco = None
         self.image_dir = Path(image_dir)
         self.ann_file = Path(ann_file)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from detect.data.annotations import Annotations, coco_from_dict, to_coco_dict
+from detect.data.annotations import Annotations, coco_from_dict, restrict_to_images, to_coco_dict
 from detect.data.checks import DatasetError, Problem, apply_policy, check_policy_name, find_problems
 from detect.data.image_io import read_image, to_tensor
 
@@ -76,6 +76,11 @@ class DetectionDataset(Dataset):
         use_difficult: put VOC ``difficult`` objects into training targets too.
         masks: add a semantic ``masks`` target (the reader must support it).
         tolerance: boxes at most this many pixels outside the image are clipped silently.
+        images: ``None`` (every image of the source), or the names of the images to keep
+            (paths relative to the reader's image folder, see
+            :func:`~detect.data.annotations.restrict_to_images`): how a config states a
+            split carved out of another one (e.g. the seeded validation split of
+            :func:`detect.data.sources.apply_data_path`).
 
     Attributes:
         class_names, label_to_category_id, category_id_to_label, image_ids, problems
@@ -92,8 +97,10 @@ class DetectionDataset(Dataset):
         use_difficult: bool = False,
         masks: bool = False,
         tolerance: float = 1.0,
+        images=None,
     ):
         check_policy_name(check_policy)
+        annotations = restrict_to_images(annotations, images)
         result = find_problems(annotations, tolerance=tolerance)
         self.problems: list[Problem] = result.problems
         ann, self.check_counts = apply_policy(annotations, result, check_policy)

@@ -7,6 +7,9 @@ image, and returns a :class:`DoctorReport` whose ``format()`` prints, per split:
 - counts: images, boxes, crowd / difficult boxes, images without boxes, missing and
   corrupt (undecodable) images;
 - a class histogram (boxes per class, and names the class list lacks);
+- image sizes (min / median / max width and height, from the annotations or headers) and,
+  when images are decoded, the grayscale ones (count and the first few files: they are
+  replicated to three channels, which a colour-trained model may not expect);
 - box-size statistics (width, height, sqrt(area) percentiles; COCO small / medium /
   large counts);
 - every problem, naming file, image id and annotation index;
@@ -32,7 +35,7 @@ import numpy as np
 from detect.data.annotations import Annotations
 from detect.data.checks import PROBLEM_TEXT, DatasetError, Problem, find_problems
 from detect.data.dataset import read_annotated_image
-from detect.data.image_io import ImageReadError
+from detect.data.image_io import GRAYSCALE_MODES, ImageReadError, read_image_header
 
 __all__ = ["diagnose", "diagnose_annotations", "source_config", "config_source", "DoctorReport", "SplitReport", "DECODE_BY_DEFAULT_UP_TO"]
 
@@ -56,6 +59,7 @@ class SplitReport:
     problems: list[Problem]
     decoded: bool
     unhandled: list[Problem] = field(default_factory=list)  # found by decoding: no policy drops them
+    image_stats: dict = field(default_factory=dict)  # width / height: (min, median, max); grayscale: files
 
     @property
     def blocking(self) -> list[Problem]:
@@ -78,6 +82,19 @@ class SplitReport:
         for name, n in self.class_histogram.items():
             bar = "#" * int(round(40 * n / total))
             lines.append(f"  {str(name):<{width}} {n:>7}  {bar}")
+        im = self.image_stats
+        if im.get("width"):
+            lines.append("image sizes (pixels)     min median    max")
+            for key in ("width", "height"):
+                v = im[key]
+                lines.append(f"  {key:<20} {v[0]:>6g} {v[1]:>6g} {v[2]:>6g}")
+        if not self.decoded:
+            lines.append("grayscale images: not checked (use --decode)")
+        elif im.get("grayscale"):
+            gray = im["grayscale"]
+            lines.append(f"grayscale images: {len(gray)} (read as 3 identical channels), e.g. " + ", ".join(gray[:5]))
+        else:
+            lines.append("grayscale images: none")
         s = self.box_stats
         if s:
             lines.append("box sizes (pixels)       min     p5    p50    p95    max")
@@ -134,23 +151,35 @@ def _percentiles(values: np.ndarray) -> list[float]:
     return np.percentile(values, [0, 5, 50, 95, 100]).tolist()
 
 
-def _decode_all(ann: Annotations, readable: np.ndarray, workers: int) -> list[Problem]:
+def _decode_all(ann: Annotations, readable: np.ndarray, workers: int) -> tuple[list[Problem], list[str]]:
     """Decode every readable image as training would (:func:`read_annotated_image`);
-    undecodable files and size mismatches become problems."""
+    undecodable files and size mismatches become problems. Also returns the files whose
+    header says grayscale (the decoded array is already replicated to RGB)."""
 
     def check(row: int):
         try:
             read_annotated_image(ann, row)
+            gray = read_image_header(ann.file_paths[row])[2] in GRAYSCALE_MODES
         except ImageReadError as exc:
-            return Problem("unreadable_image", ann.annotation_files[row], int(ann.image_ids[row]), None, str(exc))
+            return Problem("unreadable_image", ann.annotation_files[row], int(ann.image_ids[row]), None, str(exc)), False
         except DatasetError as exc:  # the size_mismatch problem
-            return exc.problems[0]
-        return None
+            return exc.problems[0], False
+        return None, gray
 
     rows = np.flatnonzero(readable).tolist()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # OpenCV releases the GIL while decoding
         found = list(pool.map(check, rows))
-    return [p for p in found if p is not None]
+    return [p for p, _ in found if p is not None], [ann.file_paths[r] for r, (_, g) in zip(rows, found) if g]
+
+
+def _image_stats(ann: Annotations, grayscale: list[str]) -> dict:
+    """min / median / max of the known image sizes (no decoding: annotation or header sizes)."""
+    known = (ann.widths > 0) & (ann.heights > 0)
+    stats: dict = {"grayscale": grayscale}
+    if known.any():
+        for key, values in (("width", ann.widths[known]), ("height", ann.heights[known])):
+            stats[key] = [float(values.min()), float(np.median(values)), float(values.max())]
+    return stats
 
 
 def diagnose_annotations(ann: Annotations, *, name: str = "split", check_policy: str = "raise",
@@ -161,8 +190,9 @@ def diagnose_annotations(ann: Annotations, *, name: str = "split", check_policy:
     problems = list(result.problems)
     decode = ann.num_images <= DECODE_BY_DEFAULT_UP_TO if decode is None else decode
     found: list[Problem] = []
+    grayscale: list[str] = []
     if decode:
-        found = _decode_all(ann, exists & ann.image_valid, workers)
+        found, grayscale = _decode_all(ann, exists & ann.image_valid, workers)
         problems.extend(found)
     corrupt = sum(p.kind == "unreadable_image" for p in problems)  # at load (YOLO headers) or decoded
     usable_images = int((~result.bad_images).sum())
@@ -201,7 +231,7 @@ def diagnose_annotations(ann: Annotations, *, name: str = "split", check_policy:
     }
     return SplitReport(name=name, location=ann.location, check_policy=check_policy, class_names=list(ann.class_names),
                        counts=counts, class_histogram=histogram, box_stats=box_stats, problems=problems, decoded=decode,
-                       unhandled=found)
+                       unhandled=found, image_stats=_image_stats(ann, grayscale))
 
 
 def diagnose(data_cfg: dict, splits, *, decode: bool | None = None, workers: int = 2) -> DoctorReport:
@@ -228,24 +258,32 @@ def diagnose(data_cfg: dict, splits, *, decode: bool | None = None, workers: int
     return report
 
 
-def source_config(format: str, *, splits=None, root=None, image_dir=None, ann_file=None, label_dir=None,
-                  class_names=None, check_policy: str = "raise") -> tuple[dict, list[str]]:
+def source_config(format: str | None, *, splits=None, root=None, image_dir=None, ann_file=None, label_dir=None,
+                  class_names=None, check_policy: str = "raise", data_path=None) -> tuple[dict, list[str]]:
     """A ``data`` config for files named on a command line, and the split names to check.
 
     voc: ``root`` and split names (default train, val, test: those that exist).
     coco / yolo: one source (``image_dir`` + ``ann_file`` / ``label_dir``), checked as one
     split named after it. shapes: ``root``, splits train and val (an existing set is read
-    as it is; otherwise one is generated with the default parameters). VOC class names default
-    to ``"derive"`` (the doctor reports what is there rather than assuming the VOC classes).
+    as it is; otherwise one is generated with the default parameters). Class names the
+    command line does not give come from :func:`detect.data.sources.derive_class_names`,
+    as for training and conversion. ``data_path``: any dataset folder or file
+    :func:`detect.data.sources.detect_layout` recognises (then ``format`` may be None).
     """
     from pathlib import Path
 
+    if data_path is not None:
+        from detect.data.sources import SPLITS, detect_layout
+
+        data = {**detect_layout(data_path), "check_policy": check_policy}
+        if class_names:
+            data["class_names"] = class_names
+        present = [s for s in SPLITS if s in data]
+        return data, list(splits or present)
     data = {"format": format, "class_names": class_names, "check_policy": check_policy}
     if format == "voc":
         if root is None:
             raise ValueError("--root is required for VOC (the folder holding JPEGImages, Annotations, ImageSets)")
-        if data["class_names"] is None:
-            data["class_names"] = "derive"
         if not splits:
             splits = [s for s in ("train", "val", "test") if (Path(root) / "ImageSets" / "Main" / f"{s}.txt").is_file()]
             if not splits:
@@ -279,12 +317,18 @@ def source_config(format: str, *, splits=None, root=None, image_dir=None, ann_fi
     raise ValueError(f"unknown format {format!r}")
 
 
-def config_source(config_path, overrides=(), *, splits=None, check_policy=None) -> tuple[dict, list[str]]:
-    """The ``data`` section of a config file (with ``--set`` style overrides) and the splits
-    to check (default: train, val, test, those the section has)."""
+def config_source(config_path, overrides=(), *, splits=None, check_policy=None, data_path=None) -> tuple[dict, list[str]]:
+    """The ``data`` section of a config file (with ``--set`` style overrides; pointed at
+    ``data_path`` by :func:`detect.data.sources.apply_data_path` when given) and the
+    splits to check (default: train, val, test, those the section has)."""
     from detect.config import load_config
 
-    data = dict(load_config(config_path, list(overrides))["data"])
+    config = load_config(config_path, list(overrides))
+    if data_path is not None:
+        from detect.data.sources import apply_data_path
+
+        config = apply_data_path(config, data_path)
+    data = dict(config["data"])
     if check_policy:
         data["check_policy"] = check_policy
     return data, list(splits or [s for s in ("train", "val", "test") if isinstance(data.get(s), dict)])

@@ -23,7 +23,11 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "is_image_file", "read_image", "read_image_size", "to_tensor"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "is_image_file", "read_image", "read_image_header", "read_image_size",
+           "to_tensor", "GRAYSCALE_MODES"]
+
+# Pillow modes of single-channel files (read_image replicates them to three channels).
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F"})
 
 # File suffixes taken for images when a folder is searched (YOLO folders, inference sources).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -90,19 +94,28 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return (scaled + 0.5).astype(np.uint8)
 
 
-def read_image_size(path: str | os.PathLike, image_id: int | None = None) -> tuple[int, int]:
-    """``(H, W)`` of the image as :func:`read_image` would return it, from the header only."""
+def read_image_header(path: str | os.PathLike, image_id: int | None = None) -> tuple[int, int, str]:
+    """``(H, W, mode)`` from the header only: the size as :func:`read_image` returns it
+    (EXIF orientation applied) and Pillow's mode (``"RGB"``, ``"L"`` for grayscale, ...;
+    see :data:`GRAYSCALE_MODES`)."""
     from PIL import Image, UnidentifiedImageError  # Pillow reads headers lazily
 
     try:
         with Image.open(path) as im:
             width, height = im.size
+            mode = im.mode
             orientation = im.getexif().get(_EXIF_ORIENTATION_TAG, 1)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ImageReadError(f"cannot read the header of image {_describe(path, image_id)}: {exc}") from exc
     if orientation in _SWAPPING_ORIENTATIONS:
         width, height = height, width
-    return int(height), int(width)
+    return int(height), int(width), mode
+
+
+def read_image_size(path: str | os.PathLike, image_id: int | None = None) -> tuple[int, int]:
+    """``(H, W)`` of the image as :func:`read_image` would return it, from the header only."""
+    height, width, _ = read_image_header(path, image_id)
+    return height, width
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:

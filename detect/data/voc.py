@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from detect.data.annotations import Annotations, ObjectTableBuilder
-from detect.data.checks import Problem, list_existing_files
+from detect.data.checks import DataPathError, Problem, list_existing_files, read_text, require_path
 from detect.data.dataset import DetectionDataset
 from detect.data.image_io import ImageReadError, read_image_size
 
@@ -45,16 +45,17 @@ VOC_CLASSES = (
 
 
 def read_split_ids(root, split: str, task: str = "Main") -> tuple[list[str], Path]:
-    split_file = Path(root) / "ImageSets" / task / f"{split}.txt"
+    """Image ids listed in ``root/ImageSets/<task>/<split>.txt`` and that file's path.
+    A missing root or split file raises :class:`~detect.data.checks.DataPathError`
+    (a ``FileNotFoundError``) naming it and the splits that do exist."""
+    root = require_path(root, "VOC root (the folder holding Annotations, JPEGImages, ImageSets)", "root", kind="dir")
+    split_file = root / "ImageSets" / task / f"{split}.txt"
     if not split_file.is_file():
         folder = split_file.parent
         available = sorted(p.stem for p in folder.glob("*.txt")) if folder.is_dir() else []
-        raise FileNotFoundError(
-            f"VOC split file {split_file} does not exist"
-            + (f"; splits there: {available}" if available else f" (no {folder})")
-            + ". Check root and split in the config."
-        )
-    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+        raise DataPathError(split_file, "VOC split file", "split",
+                            f"splits there: {available}" if available else f"there is no {folder}")
+    ids = [line.split()[0] for line in read_text(split_file, "VOC split file").splitlines() if line.strip()]
     return ids, split_file
 
 
@@ -167,7 +168,7 @@ def parse_voc(root, split: str, class_names=None, *, masks: bool = False) -> Ann
         raw_box_format="bndbox (xmin, ymin, xmax, ymax)", object_noun="object", size_offset=1.0,
         mask_paths=mask_paths, problems=problems,
         # Every image path is in JPEGImages, whose listing the checks can reuse.
-        extra={"existing_files": existing}, **table,
+        extra={"existing_files": existing, "image_root": str(image_folder)}, **table,
     )
 
 
@@ -181,8 +182,18 @@ def _unused_class_warnings(names, labels, location) -> list[Problem]:
 
 
 def derive_voc_class_names(root, split: str) -> list[str]:
-    """Sorted class names found in a split's XML files (what ``class_names="derive"`` uses)."""
-    return parse_voc(root, split, class_names="derive").class_names
+    """Sorted class names found in a split's XML files (what ``class_names="derive"`` uses).
+    Reads the XML only (no folder listing, no image header): files that cannot be parsed
+    are skipped here and reported by the checks when the split loads."""
+    ids, _ = read_split_ids(root, split)
+    names = set()
+    for image_name in ids:
+        try:
+            objects = _parse_xml(Path(root) / "Annotations" / f"{image_name}.xml")[3]
+        except (OSError, ET.ParseError):
+            continue
+        names.update(obj["name"] for obj in objects if isinstance(obj, dict))
+    return sorted(names)
 
 
 class VOCDetection(DetectionDataset):
@@ -196,7 +207,7 @@ class VOCDetection(DetectionDataset):
         class_names: ``None`` (the 20 VOC classes), a list, or ``"derive"``.
         use_difficult: put ``difficult`` objects into training targets.
         masks: add ``SegmentationClass`` masks (palette index = label, 255 = ignore).
-        check_policy, filter_empty, tolerance: see :class:`~detect.data.dataset.DetectionDataset`.
+        check_policy, filter_empty, tolerance, images: see :class:`~detect.data.dataset.DetectionDataset`.
 
     Example::
 
@@ -205,9 +216,9 @@ class VOCDetection(DetectionDataset):
     """
 
     def __init__(self, root, split="train", transforms=None, *, class_names=None, use_difficult=False,
-                 check_policy="raise", filter_empty=False, masks=False, tolerance=1.0):
+                 check_policy="raise", filter_empty=False, masks=False, tolerance=1.0, images=None):
         annotations = parse_voc(root, split, class_names, masks=masks)
-        super().__init__(annotations, transforms=transforms, check_policy=check_policy, filter_empty=filter_empty,
+        super().__init__(annotations, images=images, transforms=transforms, check_policy=check_policy, filter_empty=filter_empty,
                          use_difficult=use_difficult, masks=masks, tolerance=tolerance)
         self.root = Path(root)
         self.split = split

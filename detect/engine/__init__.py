@@ -5,7 +5,7 @@
 - :mod:`detect.engine.trainer`: the training loop (step + hooks), :mod:`detect.engine.hooks`;
 - :mod:`detect.engine.checkpoint`: ``save_checkpoint`` / ``load_checkpoint`` / ``CheckpointError``;
 - :mod:`detect.engine.optim` (optimizers, LR schedules), :mod:`detect.engine.ema`,
-  :mod:`detect.engine.evaluation` (validation loop), :mod:`detect.engine.distributed`,
+  :mod:`detect.engine.evaluation` (validation loop), :mod:`detect.distributed`,
   :mod:`detect.engine.device` (device and AMP mode, autocast; the Predictor uses it too),
   :mod:`detect.engine.data_order`, :mod:`detect.engine.rng`, :mod:`detect.engine.loggers`.
 

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from detect.engine.distributed import all_reduce_sum, broadcast_object
+from detect.distributed import all_reduce_sum, broadcast_object
 from detect.engine.rng import preserve_rng, seed_everything
 
 

@@ -5,12 +5,15 @@ All of them write on rank 0 only.
 - ``get_logger(output_dir)``: the ``detect`` logger; messages go to the console (through
   ``tqdm.write`` so they do not break the progress bar) and to ``<output_dir>/log.txt``.
 - :class:`ProgressBar`: tqdm over the run's iterations showing epoch, loss, lr and images/s
-  (tqdm adds the ETA).
+  (tqdm adds the ETA); only on a terminal (``active`` tells): in a log file or a pipe the
+  logging hook writes a text line every ``log_interval`` iterations instead.
 - :class:`MetricsFile`: one JSON object per line in ``<output_dir>/metrics.jsonl``:
   ``{"type": "train", "iteration", "epoch", "lr", "loss", "loss_<term>"..., "images_per_s", "time"}``
   every ``log_interval`` iterations and ``{"type": "val", "iteration", "epoch", <metric>: value...}``
   after each validation. NaN is written as ``NaN`` (what Python's json reads back).
-- :class:`TensorBoardWriter`: the same scalars, when the tensorboard package is installed.
+  ``truncate_after(iteration)`` drops the records beyond an iteration (a resumed run).
+- :class:`TensorBoardWriter`: the same scalars, when the tensorboard package is installed
+  (when it is not, one warning per process says so).
 - :func:`plot_metrics`: ``<output_dir>/plots/losses.png`` (training losses) and ``metrics.png``
   (validation metrics and losses) against iterations, from metrics.jsonl.
 """
@@ -19,12 +22,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from detect.engine.distributed import is_main_process
+from detect.distributed import is_main_process
 from detect.evaluation.base import is_per_class_metric
+from detect.filesystem import atomic_write
 
 LOGGER_NAME = "detect"
 
@@ -76,12 +81,22 @@ def close_logger() -> None:
 
 
 class ProgressBar:
+    """tqdm on rank 0 when ``enabled`` and stderr is a terminal (a bar in a file is noise)."""
+
     def __init__(self, total: int, initial: int = 0, enabled: bool = True):
         self.bar = None
-        if enabled and is_main_process():
+        if enabled and is_main_process() and _is_terminal(sys.stderr):
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, leave=True)
+
+    @property
+    def active(self) -> bool:
+        return self.bar is not None
+
+    def set_total(self, total: int) -> None:
+        if self.bar is not None and self.bar.total != total:
+            self.bar.total = total
 
     def update(self, n: int = 1, **postfix: Any) -> None:
         if self.bar is not None:
@@ -110,11 +125,42 @@ class MetricsFile:
             f.write(json.dumps(record) + "\n")
 
 
+    def truncate_after(self, iteration: int) -> int:
+        """Keep the records with ``iteration <= iteration`` (and drop a line cut off by a
+        kill); rewrites the file atomically when anything goes. Returns how many went."""
+        if not self.enabled or not self.path.is_file():
+            return 0
+        lines = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("iteration", 0) <= iteration:
+                kept.append(line)
+        if len(kept) == len(lines):
+            return 0
+        with atomic_write(self.path, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in kept))
+        return len(lines) - len(kept)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 def read_metrics(path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+_warned_no_tensorboard = False
 
 
 class TensorBoardWriter:
@@ -126,6 +172,13 @@ class TensorBoardWriter:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
+                global _warned_no_tensorboard
+                if not _warned_no_tensorboard:
+                    _warned_no_tensorboard = True
+                    get_logger().warning(
+                        "train.tensorboard=True but the tensorboard package is not installed: no TensorBoard "
+                        "events are written (pip install tensorboard, or set train.tensorboard=False)"
+                    )
                 return
             self.writer = SummaryWriter(log_dir=str(log_dir))
 

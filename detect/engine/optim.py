@@ -21,6 +21,11 @@ The scheduler is stepped once per training iteration (:class:`detect.engine.hook
 skipped non-finite steps and AMP-skipped optimizer steps included: ``it`` is the trainer's
 iteration count, so milestones, warm-up and the cosine's end fall where the config puts
 them whatever was skipped. Its state is that count.
+
+``WarmupLRScheduler.fit_to(total_iters)`` re-plans the run for another length (the time
+budget, :class:`detect.engine.hooks.TimeBudgetHook`): milestones keep their fraction of
+the run and the cosine ends at the new total, so the decay still completes; the warm-up
+keeps its length (capped at the run).
 """
 from __future__ import annotations
 
@@ -109,6 +114,17 @@ class WarmupLRScheduler:
             group.setdefault("initial_lr", group["lr"])
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_iter = 0
+        self._planned = (self.total_iters, list(self.milestones), self.warmup_iters)  # what fit_to scales from
+        self._apply()
+
+    def fit_to(self, total_iters: int) -> None:
+        """Scale the schedule to a run of ``total_iters`` iterations (from the original plan,
+        so repeated fits do not compound rounding) and set the LR of the current iteration."""
+        planned_total, planned_milestones, planned_warmup = self._planned
+        self.total_iters = max(int(total_iters), 1)
+        ratio = self.total_iters / planned_total
+        self.milestones = [int(round(m * ratio)) for m in planned_milestones]
+        self.warmup_iters = min(planned_warmup, self.total_iters)
         self._apply()
 
     def factor(self, iteration: int) -> float:

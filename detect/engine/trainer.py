@@ -6,17 +6,33 @@ taken, ``next_batch`` = position in the current epoch) and runs one step per bat
 1. move the batch to the device; forward under autocast when AMP is on;
 2. sum the loss terms; check them all for NaN/inf at once (one host sync per step);
 3. when every rank's losses are finite: zero the gradients, backward (through the
-   GradScaler for fp16), clip the global gradient norm if asked, step the optimizer;
-   otherwise the non-finite-loss guard names the image ids and the loss terms and either
-   skips the step on every rank (buffers such as BatchNorm statistics are put back as they
-   were before the forward) (``nonfinite_loss="skip"``, at most
-   ``max_nonfinite_skips`` in a row) or raises :class:`NonFiniteLossError` (``"stop"``).
+   GradScaler for fp16), compute the global gradient norm (one foreach norm; clipping
+   reuses it), clip it if asked, step the optimizer; otherwise the non-finite-loss guard
+   names the image ids and the loss terms and either skips the step on every rank
+   (buffers such as BatchNorm statistics are put back as they were before the forward)
+   (``nonfinite_loss="skip"``, at most ``max_nonfinite_skips`` in a row) or raises
+   :class:`NonFiniteLossError` (``"stop"``);
+4. a finite loss with a NaN/inf gradient norm gets the same guard (the step is not taken,
+   so the weights never become NaN), naming the iteration and every image id of the
+   batch. With fp16 the GradScaler owns that case: inf gradients are how it finds its
+   scale, and it skips those optimizer steps itself.
+
+Stopping early: a hook calls :meth:`Trainer.request_stop` (early stopping, the time
+budget); the loop ends after the current step, ``after_train`` runs and the last
+checkpoint records the exact position, so the run can be resumed.
+
+Ctrl+C: while :meth:`Trainer.train` runs in the main thread, SIGINT only sets a flag that
+the loop reads after the step in progress, so the state is consistent; a
+``KeyboardInterrupt`` raised before a step is taken (by a hook, the data loader, a second
+Ctrl+C) is caught too. Either way the hooks' ``on_interrupt`` run (the checkpoint hook
+writes last.pth at the current position, the logger flushes) and :class:`TrainingInterrupted`
+(a KeyboardInterrupt) is raised.
 
 Everything else is a hook (:mod:`detect.engine.hooks`): the LR schedule, EMA,
 validation, checkpoints, logging, plots. A hook implements any of ``before_train``,
-``before_epoch``, ``before_step``, ``after_step``, ``after_epoch``, ``after_train`` and
+``before_epoch``, ``before_step``, ``after_step``, ``after_epoch``, ``after_train``, ``on_interrupt`` and
 sees the trainer as ``self.trainer``. ``after_train`` runs when the loop finishes (all
-epochs or ``max_iters``), not after an exception.
+epochs, ``max_iters`` or a stop request), not after an exception.
 
 Batches come from :func:`detect.engine.data_order.iterate_epoch`, so an epoch's order
 depends on ``(seed, epoch)`` only and a resumed run continues at the exact next batch.
@@ -26,6 +42,8 @@ per epoch (torch's and detect.data's batch samplers do).
 from __future__ import annotations
 
 import math
+import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -33,10 +51,10 @@ import torch
 from torch import nn
 
 import detect
-from detect.engine.checkpoint import FORMAT_VERSION
+from detect.engine.checkpoint import FORMAT_VERSION, CheckpointError
 from detect.engine.data_order import iterate_epoch
 from detect.engine.device import autocast
-from detect.engine.distributed import (
+from detect.distributed import (
     all_gather_object,
     any_across_ranks,
     get_rank,
@@ -49,7 +67,15 @@ from detect.engine.rng import get_rng_state, set_rng_state
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss was NaN or inf and the configuration says to stop (or too many steps were skipped)."""
+    """A loss or gradient was NaN or inf and the configuration says to stop (or too many steps were skipped)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl+C stopped training; ``str()`` is the one line to print (where to resume)."""
+
+    def __init__(self, message: str, iteration: int):
+        super().__init__(message)
+        self.iteration = iteration
 
 
 @dataclass
@@ -73,6 +99,7 @@ class HookBase:
     def after_step(self): ...
     def after_epoch(self): ...
     def after_train(self): ...
+    def on_interrupt(self): ...
 
 
 class Trainer:
@@ -128,6 +155,13 @@ class Trainer:
         self.step_info = StepInfo()
         self.consecutive_skips = 0
         self.total_skips = 0
+        self.early_stop: dict[str, Any] | None = None  # EarlyStopHook's {"reference", "evaluations"}
+        self.stop_reason: str | None = None
+        self.final_validation = True
+        self._interrupt_requested = False
+        # RNG states where the loop last stood between steps: Ctrl+C may come after the next
+        # batch was drawn (augmentation uses the global RNG), so its checkpoint takes these.
+        self.boundary_rng: dict | None = None
         self.logger = get_logger()
         self._params = [p for p in self.module.parameters() if p.requires_grad]
         self._state_buffers = list(self.module.buffers())
@@ -150,7 +184,16 @@ class Trainer:
         return total if self.max_iters is None else min(total, self.max_iters)
 
     def _done(self) -> bool:
-        return self.epoch >= self.epochs or (self.max_iters is not None and self.iteration >= self.max_iters)
+        return (self.epoch >= self.epochs or (self.max_iters is not None and self.iteration >= self.max_iters)
+                or self.stop_reason is not None)
+
+    def request_stop(self, reason: str, validate: bool = True) -> None:
+        """End the loop after the current step (hooks: early stopping, time budget); logged once.
+        ``validate=False``: no final validation either (the time budget is spent)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.final_validation = validate
+            self.logger.info(reason)
 
     def autocast(self):
         """The forward passes' autocast context (a no-op without AMP)."""
@@ -158,10 +201,24 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def train(self) -> None:
+        """Run to the end; raises :class:`TrainingInterrupted` after Ctrl+C (see the module docstring)."""
         if self.num_batches == 0:
             raise RuntimeError("the training loader yields no batches; is the training set empty?")
         self.model.train()
-        self._call("before_train")
+        with self._deferred_sigint():
+            try:
+                self._call("before_train")
+                self._loop()
+            except KeyboardInterrupt:
+                if self._interrupt_requested:
+                    raise  # a second Ctrl+C, mid-step: abort without a checkpoint of a half-taken step
+                self._interrupted()
+            if self._interrupt_requested:
+                self._interrupted()
+        self._call("after_train")
+
+    def _loop(self) -> None:
+        self.boundary_rng = get_rng_state()
         while not self._done():
             batches = iterate_epoch(self.train_loader, self.epoch, self.seed, self.next_batch)
             self._call("before_epoch")
@@ -171,18 +228,66 @@ class Trainer:
                 self.iteration += 1
                 self.next_batch += 1
                 self._call("after_step")
+                self.boundary_rng = get_rng_state()
+                if self._interrupt_requested:
+                    return
+                if self.stop_reason is not None and self.next_batch < self.num_batches:
+                    return  # mid-epoch: last.pth records the position
                 if self.max_iters is not None and self.iteration >= self.max_iters and self.next_batch < self.num_batches:
                     break  # (at the end of an epoch the loop ends by itself and the epoch completes)
             else:  # the epoch's batches ran out (not stopped by max_iters)
                 self.epoch += 1
                 self.next_batch = 0
                 self._call("after_epoch")
-        self._call("after_train")
+                self.boundary_rng = get_rng_state()
+                if self._interrupt_requested:
+                    return
+
+    def _interrupted(self) -> None:
+        """Ctrl+C: the hooks save the current position; then :class:`TrainingInterrupted`."""
+        self._interrupt_requested = False
+        self._call("on_interrupt")
+        raise TrainingInterrupted(f"interrupted at iteration {self.iteration}; resume with --resume auto",
+                                  self.iteration)
+
+    def _deferred_sigint(self):
+        """While training in the main thread, the first SIGINT sets a flag read between steps
+        (so the checkpoint is exact); a second one raises KeyboardInterrupt at once."""
+        trainer = self
+
+        class _Deferred:
+            def __enter__(self):
+                self.previous = None
+                if threading.current_thread() is threading.main_thread() \
+                        and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                    self.previous = signal.signal(signal.SIGINT, self._handle)
+                return self
+
+            def _handle(self, signum, frame):
+                if trainer._interrupt_requested:
+                    raise KeyboardInterrupt
+                trainer._interrupt_requested = True
+                trainer.logger.warning("Ctrl+C: stopping after this step to save a checkpoint (again to abort)")
+
+            def __exit__(self, *exc):
+                if self.previous is not None:
+                    signal.signal(signal.SIGINT, self.previous)
+                return False
+
+        return _Deferred()
 
     def run_step(self, images: list[torch.Tensor], targets: list[dict]) -> None:
-        images, targets_dev = move_to_device(images, targets, self.device, non_blocking=True)
-        # A skipped step must leave no trace: a NaN batch would otherwise poison BatchNorm's running stats.
+        # A skipped step must leave no trace: a NaN batch would otherwise poison BatchNorm's
+        # running stats; nor must a step Ctrl+C cut short (before its optimizer step).
         saved_buffers = [b.detach().clone() for b in self._state_buffers]
+        try:
+            self._step(images, targets, saved_buffers)
+        except KeyboardInterrupt:
+            self._restore_buffers(saved_buffers)
+            raise
+
+    def _step(self, images: list[torch.Tensor], targets: list[dict], saved_buffers: list[torch.Tensor]) -> None:
+        images, targets_dev = move_to_device(images, targets, self.device, non_blocking=True)
         with self.autocast():
             loss_dict = self.model(images, targets_dev)
         if not isinstance(loss_dict, Mapping) or not loss_dict:
@@ -195,36 +300,60 @@ class Trainer:
         info = StepInfo(losses=dict(zip(names, values[1:])), loss=values[0],
                         lr=self.optimizer.param_groups[0]["lr"], num_images=len(images) * get_world_size())
         if any_across_ranks(not finite):
-            with torch.no_grad():
-                for buffer, saved in zip(self._state_buffers, saved_buffers):
-                    buffer.copy_(saved)
+            self._restore_buffers(saved_buffers)
             self._handle_nonfinite(targets, info.losses)
             info.skipped = True
-        else:
-            self.consecutive_skips = 0
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(total).backward()
-            if self.clip_grad_norm is not None:
+            self.step_info = info
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        grads = [p.grad for p in self._params if p.grad is not None]
+        fp16 = self.scaler.is_enabled()
+        if grads and (self.clip_grad_norm is not None or not fp16):
+            if fp16:
                 self.scaler.unscale_(self.optimizer)
-                info.grad_norm = float(torch.nn.utils.clip_grad_norm_(self._params, self.clip_grad_norm))
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            norm = torch.nn.utils.get_total_norm(grads, 2.0)
+            info.grad_norm = float(norm)  # the step's one extra host sync
+            # with fp16 an inf norm is the scaler's business (it skips that step and lowers its scale)
+            if not fp16 and any_across_ranks(not math.isfinite(info.grad_norm)):
+                self._restore_buffers(saved_buffers)
+                self._handle_nonfinite(targets, info.losses, gradient=True)
+                info.skipped = True
+                self.step_info = info
+                return
+            if self.clip_grad_norm is not None:
+                torch.nn.utils.clip_grads_with_norm_(self._params, self.clip_grad_norm, norm)
+        self.consecutive_skips = 0
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.step_info = info
 
-    def _handle_nonfinite(self, targets: list[dict], losses: dict[str, float]) -> None:
+    def _restore_buffers(self, saved_buffers: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for buffer, saved in zip(self._state_buffers, saved_buffers):
+                buffer.copy_(saved)
+
+    def _handle_nonfinite(self, targets: list[dict], losses: dict[str, float], gradient: bool = False) -> None:
+        """Skip or stop (``nonfinite_loss``) after a NaN/inf loss, or with ``gradient`` a finite
+        loss whose gradient norm is NaN/inf (then every rank's image ids are named: the
+        gradients are averaged, so no single rank is to blame)."""
         local = {
             "rank": get_rank(),
             "image_ids": [_image_id(t) for t in targets],
             "terms": {k: v for k, v in losses.items() if not math.isfinite(v)},
         }
-        reports = [r for r in all_gather_object(local) if r["terms"]]
-        where = "; ".join(
-            (f"rank {r['rank']}: " if get_world_size() > 1 else "")
-            + ", ".join(f"{k}={v}" for k, v in r["terms"].items())
-            + f" on image ids {r['image_ids']}"
-            for r in reports
-        )
-        message = f"non-finite loss at iteration {self.iteration} (epoch {self.epoch}): {where}"
+        reports = [r for r in all_gather_object(local) if r["terms"] or gradient]
+        rank = (lambda r: f"rank {r['rank']}: ") if get_world_size() > 1 else (lambda r: "")
+        if gradient:
+            where = "; ".join(f"{rank(r)}image ids {r['image_ids']}" for r in reports)
+            message = (f"non-finite gradient at iteration {self.iteration} (epoch {self.epoch}) with a finite loss "
+                       f"({', '.join(f'{k}={v:.4g}' for k, v in losses.items())}) on {where}")
+        else:
+            where = "; ".join(
+                rank(r) + ", ".join(f"{k}={v}" for k, v in r["terms"].items()) + f" on image ids {r['image_ids']}"
+                for r in reports
+            )
+            message = f"non-finite loss at iteration {self.iteration} (epoch {self.epoch}): {where}"
         self.optimizer.zero_grad(set_to_none=True)
         if self.nonfinite_loss == "stop":
             raise NonFiniteLossError(
@@ -273,16 +402,25 @@ class Trainer:
             "metrics": dict(self.metrics),
             "metrics_iteration": self.metrics_iteration,
             "best": dict(self.best) if self.best else None,
+            "early_stop": dict(self.early_stop) if self.early_stop else None,
         }
 
     @staticmethod
-    def gather_rng() -> list[dict]:
-        return all_gather_object(get_rng_state())
+    def gather_rng(state: dict | None = None) -> list[dict]:
+        """Every rank's RNG states (``state``, default the current ones); a collective call."""
+        return all_gather_object(get_rng_state() if state is None else state)
 
     def load_state(self, payload: Mapping[str, Any]) -> list[str]:
         """Restore a checkpoint for resuming; returns a description of what was restored."""
         restored = []
-        self.module.load_state_dict(payload["model"])
+        try:
+            self.module.load_state_dict(payload["model"])
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"the checkpoint's weights do not fit this run's model ({_first_line(err)}); resume with the "
+                "config the run was started with, or start a new run from those weights with --weights CKPT "
+                "(which re-initialises the class-specific layers for another class count)"
+            ) from err
         restored.append("model")
         for name, obj in (("optimizer", self.optimizer), ("scheduler", self.scheduler), ("ema", self.ema)):
             state = payload.get(name)
@@ -290,7 +428,7 @@ class Trainer:
                 try:
                     obj.load_state_dict(state)
                 except (ValueError, KeyError, RuntimeError) as err:
-                    raise ValueError(
+                    raise CheckpointError(
                         f"cannot restore the {name} state from the checkpoint ({err}); the run's config "
                         "differs from the checkpoint's: resume with the same config, or start from its "
                         "weights with --weights"
@@ -323,6 +461,7 @@ class Trainer:
         iteration = payload.get("metrics_iteration")
         self.metrics_iteration = None if iteration is None else int(iteration)
         self.best = dict(payload["best"]) if payload.get("best") else None
+        self.early_stop = dict(payload["early_stop"]) if payload.get("early_stop") else None
         if self.best:
             restored.append(f"best {self.best['metric']}={self.best['value']:.4f} (iteration {self.best['iteration']})")
         states = payload.get("rng_per_rank") or [payload.get("rng")]
@@ -334,6 +473,11 @@ class Trainer:
                 set_rng_state(states[0])
                 restored.append(f"RNG states of rank 0 ({len(states)} processes saved, {get_world_size()} now)")
         return restored
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _image_id(target: Mapping) -> Any:

@@ -13,12 +13,22 @@ The protocol, metric names and distributed behaviour are described in
 """
 from __future__ import annotations
 
-from detect.evaluation.base import DatasetEvaluator, format_metrics, gather_per_image, gather_to_main, is_per_class_metric
+from detect.errors import UserInputError
+from detect.evaluation.base import (
+    DatasetEvaluator,
+    format_metrics,
+    gather_per_image,
+    gather_to_main,
+    is_per_class_metric,
+    label_metrics,
+)
 from detect.evaluation.coco import COCOEvaluator, detections_to_coco_results, write_coco_results
 from detect.evaluation.segmentation import SemSegEvaluator, confusion_matrix, segmentation_metrics
 from detect.evaluation.voc import VOC_METRICS, VOCEvaluator, voc_ap, voc_evaluate
 
-METRICS = ("coco", *VOC_METRICS, "miou")
+#: ``eval.metric`` name -> evaluator class (each states the ``metric_names`` it returns)
+EVALUATORS = {"coco": COCOEvaluator, **{name: VOCEvaluator for name in VOC_METRICS}, "miou": SemSegEvaluator}
+METRICS = tuple(EVALUATORS)
 
 __all__ = [
     "METRICS",
@@ -33,6 +43,9 @@ __all__ = [
     "gather_per_image",
     "gather_to_main",
     "is_per_class_metric",
+    "label_metrics",
+    "describe_metrics",
+    "EVALUATORS",
     "segmentation_metrics",
     "voc_ap",
     "voc_evaluate",
@@ -55,6 +68,14 @@ def build_evaluator(metric: str, dataset, results_path=None) -> DatasetEvaluator
         return VOCEvaluator(dataset, use_07_metric=VOC_METRICS[metric], results_path=results_path)
     if metric == "miou":
         if results_path is not None:
-            raise ValueError("results_path saves box detections; the 'miou' metric has none to save")
+            raise UserInputError("results_path saves box detections; the 'miou' metric has none to save")
         return SemSegEvaluator(dataset.class_names)
-    raise ValueError(f"unknown evaluation metric {metric!r}; choose one of {', '.join(METRICS)}")
+    raise UserInputError(f"unknown evaluation metric {metric!r}; choose one of {', '.join(METRICS)} (eval.metric)")
+
+
+def describe_metrics(prefix: str = "") -> str:
+    """One line per ``eval.metric``: the keys its evaluator returns, from :data:`EVALUATORS`
+    (``prefix`` e.g. ``"<split>/"`` as tools/eval.py labels them)."""
+    return "\n".join(
+        f"  {name}: " + ", ".join(prefix + key for key in cls.metric_names) for name, cls in EVALUATORS.items()
+    )

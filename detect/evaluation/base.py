@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from detect.engine.distributed import all_gather_object, get_rank
+from detect.distributed import all_gather_object, get_rank
 
 
 class DatasetEvaluator:
@@ -122,6 +122,17 @@ def nan_if_negative(value: float) -> float:
     """pycocotools reports an undefined metric as -1; we report ``nan``."""
     value = float(value)
     return float("nan") if value < 0 else value
+
+
+def label_metrics(metrics: dict[str, float], split: str) -> dict[str, float]:
+    """The metrics named by the split they were computed on: ``bbox/AP50`` ->
+    ``test/bbox/AP50``; the validation loop's ``val/loss`` and ``val/<term>`` ->
+    ``test/loss``, ``test/<term>`` (``val`` there means "not training", not the split)."""
+    labelled = {}
+    for key, value in metrics.items():
+        name = key[len("val/"):] if key.startswith("val/") else key
+        labelled[f"{split}/{name}"] = value
+    return labelled
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

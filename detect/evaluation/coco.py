@@ -110,6 +110,8 @@ def _empty_results(coco_gt):
 
 
 class COCOEvaluator(DatasetEvaluator):
+    #: the metric keys evaluate() returns (``<class>``: one per class); tools/eval.py --help lists them
+    metric_names = tuple(f"bbox/{name}" for name in SUMMARY_NAMES) + ("bbox/AP-<class>", "bbox/AP50-<class>")
     """COCO box AP/AR of detections against a pycocotools ground truth.
 
     Args:

@@ -56,6 +56,8 @@ def segmentation_metrics(matrix: np.ndarray) -> dict[str, np.ndarray | float]:
 
 
 class SemSegEvaluator(DatasetEvaluator):
+    #: the metric keys evaluate() returns (``<class>``: one per class); tools/eval.py --help lists them
+    metric_names = ("sem_seg/mIoU", "sem_seg/fwIoU", "sem_seg/mAcc", "sem_seg/pAcc", "sem_seg/IoU-<class>")
     """mIoU of semantic segmentation.
 
     Args:

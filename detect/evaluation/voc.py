@@ -128,15 +128,19 @@ def true_false_positives(matches: dict[str, np.ndarray], iou_threshold: float):
     return tp[keep].astype(np.float64), fp[keep].astype(np.float64)
 
 
-def voc_evaluate(
+def voc_pr_curves(
     detections: list[dict],
     ground_truths: list[dict],
     num_classes: int,
     iou_threshold: float = 0.5,
-    use_07_metric: bool = False,
-) -> np.ndarray:
-    """Per-class AP, ``float64 [num_classes]`` for labels ``1..K``; ``nan`` for a class
-    without non-difficult ground truth. See the module docstring for the rules."""
+) -> dict[int, dict[str, np.ndarray]]:
+    """Per-class precision-recall points in decreasing score order, by label ``1..K``.
+
+    ``curves[k]`` holds ``recall``, ``precision`` and ``scores`` (``float64 [D_k]``, one
+    point per counted detection of class k, after the module docstring's rules) and
+    ``positives`` (the number of non-difficult ground-truth boxes). A class without
+    ground truth is left out; one with ground truth but no detection has empty arrays.
+    """
     if len(detections) != len(ground_truths):
         raise ValueError(f"{len(detections)} detection lists for {len(ground_truths)} ground truths")
     matches = match_detections(detections, ground_truths)
@@ -146,17 +150,43 @@ def voc_evaluate(
         or [np.zeros(0, dtype=bool)]
     )
     positives = np.bincount(gt_labels[~gt_difficult].astype(np.int64), minlength=num_classes + 1)
-    ap = np.full(num_classes, np.nan)
+    curves = {}
     for label in range(1, num_classes + 1):
         if positives[label] == 0:
             continue
-        mine = matches["labels"] == label
-        tp, fp = true_false_positives({k: v[mine] for k, v in matches.items()}, iou_threshold)
-        if len(tp) == 0:
-            ap[label - 1] = 0.0
-            continue
+        mine = {k: v[matches["labels"] == label] for k, v in matches.items()}
+        tp, fp = true_false_positives(mine, iou_threshold)
+        order = np.argsort(-mine["scores"], kind="stable")  # the order true_false_positives uses
+        counted = ~((mine["iou"] >= iou_threshold) & mine["difficult"])[order]
+        scores = mine["scores"][order][counted]
         tp, fp = np.cumsum(tp), np.cumsum(fp)
-        ap[label - 1] = voc_ap(tp / positives[label], tp / (tp + fp), use_07_metric)
+        curves[label] = {
+            "recall": tp / positives[label],
+            "precision": tp / (tp + fp),
+            "scores": scores,
+            "positives": int(positives[label]),
+        }
+    return curves
+
+
+def voc_evaluate(
+    detections: list[dict],
+    ground_truths: list[dict],
+    num_classes: int,
+    iou_threshold: float = 0.5,
+    use_07_metric: bool = False,
+) -> np.ndarray:
+    """Per-class AP, ``float64 [num_classes]`` for labels ``1..K``; ``nan`` for a class
+    without non-difficult ground truth. See the module docstring for the rules."""
+    return ap_from_curves(voc_pr_curves(detections, ground_truths, num_classes, iou_threshold), num_classes,
+                          use_07_metric)
+
+
+def ap_from_curves(curves: dict[int, dict[str, np.ndarray]], num_classes: int, use_07_metric: bool) -> np.ndarray:
+    """Per-class AP ``[num_classes]`` from :func:`voc_pr_curves` (``nan`` where a class has no curve)."""
+    ap = np.full(num_classes, np.nan)
+    for label, curve in curves.items():
+        ap[label - 1] = voc_ap(curve["recall"], curve["precision"], use_07_metric) if len(curve["recall"]) else 0.0
     return ap
 
 
@@ -177,7 +207,15 @@ class VOCEvaluator(DatasetEvaluator):
 
     Metrics: ``bbox/AP50`` (mean over classes with ground truth) and
     ``bbox/AP50-<class>``; the key follows the threshold (``bbox/AP75`` at 0.75).
+
+    After :meth:`evaluate` (on rank 0) the evaluator keeps what it evaluated, for
+    :func:`detect.evaluation.plots.write_evaluation_report`: ``last_detections`` and
+    ``last_ground_truths`` (one dict per image, sorted by image id, original image
+    coordinates, ``difficult`` flags) and ``last_curves`` (:func:`voc_pr_curves`).
     """
+
+    #: the metric keys evaluate() returns at the default IoU 0.5 (``<class>``: one per class)
+    metric_names = ("bbox/AP50", "bbox/AP50-<class>")
 
     def __init__(self, dataset, use_07_metric: bool = False, iou_threshold: float = 0.5, results_path=None):
         self.dataset = dataset
@@ -191,6 +229,9 @@ class VOCEvaluator(DatasetEvaluator):
 
     def reset(self) -> None:
         self._predictions: dict[int, dict[str, np.ndarray]] = {}
+        self.last_detections: list[dict] | None = None
+        self.last_ground_truths: list[dict] | None = None
+        self.last_curves: dict[int, dict[str, np.ndarray]] | None = None
 
     def process(self, targets, outputs) -> None:
         check_batch(targets, outputs)
@@ -247,13 +288,12 @@ class VOCEvaluator(DatasetEvaluator):
                 p = predictions[image_id]
                 results.extend(detections_to_coco_results(image_id, p["boxes"], p["scores"], p["labels"], mapping))
             logger.info("detections written to %s", write_coco_results(self.results_path, results))
-        ap = voc_evaluate(
-            [predictions[i] for i in image_ids],
-            self._ground_truth(image_ids),
-            len(self.class_names),
-            self.iou_threshold,
-            self.use_07_metric,
+        self.last_detections = [predictions[i] for i in image_ids]
+        self.last_ground_truths = self._ground_truth(image_ids)
+        self.last_curves = voc_pr_curves(
+            self.last_detections, self.last_ground_truths, len(self.class_names), self.iou_threshold
         )
+        ap = ap_from_curves(self.last_curves, len(self.class_names), self.use_07_metric)
         missing = [name for name, value in zip(self.class_names, ap) if np.isnan(value)]
         if missing:
             logger.warning("VOC AP: no ground truth for %s in the evaluated images; left out of the mean", missing)

@@ -40,17 +40,6 @@ from detect.engine.device import autocast, resolve_device
 from detect.inference.sources import COLOR_ORDERS, convert_color
 
 
-def _score_threshold_holder(model: nn.Module) -> tuple[object, str] | None:
-    """Where a built detector keeps the score below which it drops detections:
-    ``roi_heads.score_thresh`` (two-stage detectors) or a ``box_score_thresh`` attribute."""
-    roi_heads = getattr(model, "roi_heads", None)
-    if isinstance(getattr(roi_heads, "score_thresh", None), (int, float)):
-        return roi_heads, "score_thresh"
-    if isinstance(getattr(model, "box_score_thresh", None), (int, float)):
-        return model, "box_score_thresh"
-    return None
-
-
 def _is_path(item) -> bool:
     return isinstance(item, (str, os.PathLike))
 
@@ -133,10 +122,11 @@ class Predictor:
         ``color_order`` come from the same file. Other keyword arguments go to
         :class:`Predictor` (``batch_size``, ``half``, ``optimize``).
 
-        When ``score_thresh`` is below the threshold the built model applies (its config's
-        ``box_score_thresh`` or, when the config leaves it out, the builder's default), the
-        model's threshold is lowered to ``score_thresh`` so that those detections exist to
-        be returned.
+        ``score_thresh`` defaults to the family's ``default_predict_score_thresh`` (YOLOv1:
+        0.2, as the paper's demo) or, where that is ``None``, the model's own
+        ``score_thresh`` (Faster R-CNN: 0.05). When it is below the threshold the built
+        model applies, the model's ``score_thresh`` is lowered to it so that those
+        detections exist to be returned.
         """
         from detect.engine.checkpoint import CheckpointError, inference_state_dict, load_checkpoint
         from detect.modeling.registry import build_detector
@@ -155,13 +145,11 @@ class Predictor:
         box_format = payload.get("box_format", "xyxy")
         if box_format != "xyxy":
             raise CheckpointError(f"checkpoint {path}: box_format {box_format!r}; this library writes 'xyxy'")
-        configured = model_config.get("box_score_thresh")
-        if score_thresh is not None and configured is not None and score_thresh < configured:
-            model_config["box_score_thresh"] = score_thresh  # any detector with the documented keyword
         model = build_detector(**model_config)
-        holder = _score_threshold_holder(model)  # the builder's default, when the config has none
-        if score_thresh is not None and holder is not None and score_thresh < getattr(*holder):
-            setattr(*holder, float(score_thresh))
+        if score_thresh is None:
+            score_thresh = getattr(model, "default_predict_score_thresh", None)
+        if score_thresh is not None and score_thresh < model.score_thresh:
+            model.score_thresh = score_thresh  # so that the detections asked for exist to be returned
         try:
             model.load_state_dict(inference_state_dict(payload))
         except RuntimeError as error:

@@ -23,7 +23,14 @@ Outputs in ``output_dir``:
   stops early (an error, or Ctrl+C on a webcam, which ends the run normally).
 
 The sources are opened and the output directory is checked before the model is loaded,
-so a wrong path fails in a second with an error naming it.
+so a wrong path fails in a second with an error naming it. Two rules protect files:
+
+- an output that is an input file, or the folder holding an input, is refused
+  (:class:`OutputError` naming both paths): annotated copies never overwrite inputs;
+- an output directory that exists and is not empty (an earlier run's) is not written
+  into: the run goes to the first free ``<output>-2``, ``<output>-3``, ... (logged, and
+  in ``InferenceResult.output_dir``), unless ``exist_ok=True`` (``--exist-ok``), which
+  writes into it and replaces files of the same names.
 """
 from __future__ import annotations
 
@@ -44,10 +51,13 @@ from detect.inference.sources import (
     OutputError,
     VideoStream,
     VideoWriter,
+    check_output_not_input,
     check_writable_directory,
+    next_free_directory,
     open_sources,
     write_image,
 )
+from detect.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +120,7 @@ def run_inference(
     save_json: bool = True,
     max_frames: int | None = None,
     progress: bool = True,
+    exist_ok: bool = False,
 ) -> InferenceResult:
     """Detect objects in every image and frame of ``source`` and write the results.
 
@@ -119,22 +130,37 @@ def run_inference(
             ``batch_size`` are its own).
         source: image, directory, glob, video file or webcam index
             (:func:`detect.inference.sources.open_sources`).
-        output_dir: created if needed; must be writable.
+        output_dir: created if needed; must be writable; neither an input file nor the
+            folder of one (:class:`OutputError`). When it exists and is not empty the
+            outputs go to the next free ``<output_dir>-N`` unless ``exist_ok``.
         save_images: write annotated images and videos (False: only the JSON).
         max_frames: read at most this many frames per video or webcam.
         progress: show a tqdm bar over frames.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise UserInputError(f"batch_size must be at least 1, got {batch_size}")
     if max_frames is not None and max_frames < 1:
-        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+        raise UserInputError(f"max_frames must be at least 1, got {max_frames}")
     sources = open_sources(source, max_frames=max_frames)
-    output_dir = check_writable_directory(output_dir)
-    if isinstance(model, Predictor):
-        predictor = model
-        batch_size = predictor.batch_size
-    else:
-        predictor = Predictor.from_checkpoint(model, device=device, score_thresh=score_thresh, half=half)
+    try:
+        check_output_not_input(output_dir, sources)
+        if not exist_ok:
+            free = next_free_directory(output_dir)
+            if free != Path(output_dir).expanduser():
+                logger.info("%s holds an earlier run's outputs; writing to %s (exist_ok=True / --exist-ok reuses it)",
+                            output_dir, free)
+            output_dir = free
+        output_dir = check_writable_directory(output_dir)
+        if isinstance(model, Predictor):
+            predictor = model
+            batch_size = predictor.batch_size
+        else:
+            predictor = Predictor.from_checkpoint(model, device=device, score_thresh=score_thresh, half=half)
+    except BaseException:
+        for src in sources:
+            if isinstance(src, VideoStream):
+                src.release()
+        raise
 
     from tqdm import tqdm
 

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from detect.data.image_io import IMAGE_EXTENSIONS, read_image
+from detect.errors import UserInputError
 from detect.filesystem import ensure_writable_directory
 
 logger = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ def open_sources(spec: str | os.PathLike | int, max_frames: int | None = None) -
         where = f"directory {path}"
     elif path.is_file():
         if path.suffix.lower() not in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
-            raise ValueError(
+            raise UserInputError(
                 f"{path}: unknown file type {path.suffix!r}; images are {', '.join(IMAGE_EXTENSIONS)} "
                 f"and videos {', '.join(VIDEO_EXTENSIONS)}"
             )
@@ -202,6 +203,52 @@ def open_sources(spec: str | os.PathLike | int, max_frames: int | None = None) -
             f"no images ({', '.join(IMAGE_EXTENSIONS)}) or videos ({', '.join(VIDEO_EXTENSIONS)}) in {where}"
         )
     return sources
+
+
+def input_paths(sources: list[ImageFiles | VideoStream]) -> list[Path]:
+    """The files the sources read (webcams have none)."""
+    paths: list[Path] = []
+    for src in sources:
+        if isinstance(src, ImageFiles):
+            paths += src.paths
+        elif not src.is_webcam:
+            paths.append(Path(src.source))
+    return paths
+
+
+def check_output_not_input(output: str | os.PathLike, sources: list[ImageFiles | VideoStream]) -> None:
+    """Refuse, with :class:`OutputError` naming both paths, an output that would overwrite or
+    mix with the inputs: ``output`` is one of the input files, or a directory that holds
+    an input (annotated copies are written under the inputs' own names, so they would
+    replace them, and a later run over that folder would read them as inputs).
+    Runs before any model is loaded or frame decoded.
+    """
+    output = Path(output).expanduser()
+    target = output.resolve()
+    for path in input_paths(sources):
+        resolved = path.resolve()
+        if resolved == target:
+            raise OutputError(
+                f"--output {output} is the input file {path}; --output takes a directory for the annotated "
+                "copies: choose one outside the inputs' folder, e.g. runs/infer"
+            )
+        if resolved.parent == target:
+            raise OutputError(
+                f"--output {output} is the folder of the input {path}: the annotated copies would overwrite "
+                "the inputs; choose a directory outside it, e.g. runs/infer"
+            )
+
+
+def next_free_directory(directory: str | os.PathLike) -> Path:
+    """``directory`` when it does not exist or is empty, else the first of ``<name>-2``,
+    ``<name>-3``, ... that is (ultralytics' ``runs/predict2`` rule): an earlier run's
+    outputs are never written over unasked."""
+    directory = Path(directory).expanduser()
+    candidate, n = directory, 1
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        n += 1
+        candidate = directory.with_name(f"{directory.name}-{n}")
+    return candidate
 
 
 def check_writable_directory(directory: str | os.PathLike) -> Path:

@@ -2,8 +2,8 @@
 
 - :mod:`~detect.modeling.base` -- the ``Detector`` interface; :mod:`~detect.modeling.registry`
   -- ``build_detector`` / ``list_detectors``.
-- Two-stage detectors: :mod:`~detect.modeling.faster_rcnn` (``build_faster_rcnn``, the
-  variants), :mod:`~detect.modeling.two_stage` (the meta-architecture and the CPU fast path),
+- Two-stage detectors: :mod:`~detect.modeling.meta_arch.faster_rcnn` (``build_faster_rcnn``, the
+  variants), :mod:`~detect.modeling.meta_arch.two_stage` (the meta-architecture and the CPU fast path),
   :mod:`~detect.modeling.weights` (checkpoints and torchvision's models).
 - Parts, each with its contract in its docstring: :mod:`~detect.modeling.transform` (image
   transform), :mod:`~detect.modeling.anchors`, :mod:`~detect.modeling.box_coder`,

@@ -1,5 +1,21 @@
 """The interface every detector and segmenter implements.
 
+Every family states the contract of ../shared/DESIGN.md ("five families, one contract"),
+which the tools, the Predictor and the engine use instead of reaching into a family:
+
+- ``task``: ``"detection"`` or ``"semantic_segmentation"``;
+- ``num_classes``: K foreground classes (background is internal);
+- ``score_thresh``: a settable float; ``predict`` drops detections scoring below it;
+  ``default_predict_score_thresh`` is what the Predictor and ``tools/infer.py`` use when
+  the user gives none (``None``: the model's own ``score_thresh``);
+- ``default_metric``: the evaluator ``tools/train.py`` / ``tools/eval.py`` run unless the
+  config names one (``detect.evaluation.build_evaluator``), ``default_best_metric`` the key
+  of its results that picks the best checkpoint;
+- ``class_specific_prefixes``: the state-dict key prefixes whose shapes depend on K;
+  ``--weights`` re-initialises them (and says so) when the class count changes;
+- ``validate_targets(targets, num_images)``: the per-task check ``loss`` runs on entry
+  (detection targets here; segmentation and proposal-carrying families override it).
+
 A subclass implements two methods:
 
 - ``_compute_losses(images, targets) -> dict[str, Tensor]``: scalar losses.
@@ -24,6 +40,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from detect.errors import UserInputError
+
 
 def validate_images(images) -> None:
     """Images must be a non-empty list/tuple of float ``Tensor[3, H, W]``."""
@@ -38,18 +56,18 @@ def validate_images(images) -> None:
         if not isinstance(image, Tensor):
             raise TypeError(f"image {i}: expected a Tensor[3, H, W], got {type(image).__name__}")
         if image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(f"image {i}: expected shape [3, H, W] (RGB, channels first), got {tuple(image.shape)}")
+            raise UserInputError(f"image {i}: expected shape [3, H, W] (RGB, channels first), got {tuple(image.shape)}")
         if not image.is_floating_point():
-            raise ValueError(
+            raise UserInputError(
                 f"image {i}: expected a float tensor with values in 0..1, got {image.dtype}; "
                 "divide uint8 images by 255"
             )
         if image.shape[1] == 0 or image.shape[2] == 0:
-            raise ValueError(f"image {i}: empty image of shape {tuple(image.shape)}")
+            raise UserInputError(f"image {i}: empty image of shape {tuple(image.shape)}")
 
 
 def validate_targets(targets, num_images: int, num_classes: int) -> None:
-    """Check detection targets and raise ``ValueError`` naming the image and box index.
+    """Check detection targets and raise ``UserInputError`` (a ``ValueError``) naming the image and box index.
 
     Each target is a dict with ``boxes`` float [N, 4] (x1, y1, x2, y2 with x2 > x1 and
     y2 > y1, finite) and ``labels`` int64 [N] in 1..num_classes. N = 0 is valid.
@@ -58,25 +76,25 @@ def validate_targets(targets, num_images: int, num_classes: int) -> None:
     images and boxes looked at one by one to name the first bad one.
     """
     if targets is None:
-        raise ValueError("targets are required to compute losses: list of dicts with 'boxes' and 'labels'")
+        raise UserInputError("targets are required to compute losses: list of dicts with 'boxes' and 'labels'")
     if not isinstance(targets, (list, tuple)) or len(targets) != num_images:
         got = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
-        raise ValueError(f"expected a list of {num_images} target dicts (one per image), got {got}")
+        raise UserInputError(f"expected a list of {num_images} target dicts (one per image), got {got}")
     problems = []  # per non-empty image: (index, bad box mask, bad label mask)
     for i, target in enumerate(targets):
         if not isinstance(target, dict) or "boxes" not in target or "labels" not in target:
-            raise ValueError(f"target {i}: expected a dict with 'boxes' [N, 4] and 'labels' [N]")
+            raise UserInputError(f"target {i}: expected a dict with 'boxes' [N, 4] and 'labels' [N]")
         boxes, labels = target["boxes"], target["labels"]
         if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4:
             shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
-            raise ValueError(f"target {i}: boxes must be a Tensor [N, 4] (x1, y1, x2, y2), got {shape}")
+            raise UserInputError(f"target {i}: boxes must be a Tensor [N, 4] (x1, y1, x2, y2), got {shape}")
         if not boxes.is_floating_point():
-            raise ValueError(f"target {i}: boxes must be floating point, got {boxes.dtype}")
+            raise UserInputError(f"target {i}: boxes must be floating point, got {boxes.dtype}")
         if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != boxes.shape[0]:
             shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-            raise ValueError(f"target {i}: labels must be a Tensor [{boxes.shape[0]}] matching boxes, got {shape}")
+            raise UserInputError(f"target {i}: labels must be a Tensor [{boxes.shape[0]}] matching boxes, got {shape}")
         if labels.dtype != torch.int64:
-            raise ValueError(f"target {i}: labels must be int64, got {labels.dtype}")
+            raise UserInputError(f"target {i}: labels must be int64, got {labels.dtype}")
         if boxes.shape[0] == 0:
             continue
         valid = torch.isfinite(boxes).all(dim=1) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
@@ -93,22 +111,52 @@ def validate_targets(targets, num_images: int, num_classes: int) -> None:
             j = int(bad_box.nonzero()[0, 0])
             finite = bool(torch.isfinite(boxes[j]).all())
             what = "non-finite" if not finite else "degenerate (needs x2 > x1 and y2 > y1)"
-            raise ValueError(
+            raise UserInputError(
                 f"target {i}, box {j}: {what} box {boxes[j].tolist()}; boxes are x1, y1, x2, y2 in "
                 "pixels; drop or fix it in the dataset (tools/check_dataset.py lists such boxes)"
             )
         if bool(bad_label.any()):
             j = int(bad_label.nonzero()[0, 0])
-            raise ValueError(
+            raise UserInputError(
                 f"target {i}, box {j}: label {int(labels[j])} is outside 1..{num_classes}; labels are "
                 f"1..K for K={num_classes} foreground classes, 0 is background and is never a target"
             )
 
 
-class Detector(nn.Module):
-    """Base class: mode dispatch, input validation, ``loss``/``predict`` in either mode."""
+def checked_score_thresh(value) -> float:
+    """``value`` as a float in 0..1, or ``ValueError``."""
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise UserInputError(f"score_thresh must lie in 0..1, got {value}")
+    return value
 
+
+class Detector(nn.Module):
+    """Base class: mode dispatch, input validation, ``loss``/``predict`` in either mode, and
+    the attributes every family states (see the module docstring)."""
+
+    task: str = "detection"
     num_classes: int
+    default_metric: str = "voc_area"
+    default_best_metric: str = "bbox/AP50"
+    default_predict_score_thresh: float | None = None
+    class_specific_prefixes: tuple[str, ...] = ()
+
+    # A plain float by default (``self.score_thresh = 0.05`` in a constructor); a family
+    # whose post-processing lives in a sub-module overrides the property to delegate.
+    @property
+    def score_thresh(self) -> float:
+        if "_score_thresh" not in self.__dict__:
+            raise NotImplementedError(f"{type(self).__name__} does not state its score_thresh")
+        return self.__dict__["_score_thresh"]
+
+    @score_thresh.setter
+    def score_thresh(self, value: float) -> None:
+        self.__dict__["_score_thresh"] = checked_score_thresh(value)
+
+    def validate_targets(self, targets, num_images: int) -> None:
+        """The per-task check of training targets (detection: boxes and labels)."""
+        validate_targets(targets, num_images, self.num_classes)
 
     def forward(self, images, targets=None):
         if self.training:
@@ -117,7 +165,7 @@ class Detector(nn.Module):
 
     def loss(self, images, targets) -> dict[str, Tensor]:
         validate_images(images)
-        validate_targets(targets, len(images), self.num_classes)
+        self.validate_targets(targets, len(images))
         return self._compute_losses(list(images), list(targets))
 
     def predict(self, images) -> list[dict[str, Tensor]]:

@@ -13,7 +13,8 @@ from typing import Callable
 
 _BUILDERS: dict[str, "str | Callable"] = {
     # name            -> "module:function"
-    "faster_rcnn": "detect.modeling.faster_rcnn:build_faster_rcnn",
+    "faster_rcnn": "detect.modeling.meta_arch.faster_rcnn:build_faster_rcnn",
+    "yolov1": "detect.modeling.meta_arch.yolov1:build_yolov1",
 }
 
 

@@ -2,22 +2,32 @@
 
 Contract
 --------
-``ImageTransform(min_size, max_size, image_mean, image_std, size_divisibility)``
+``ImageTransform(min_size, max_size, image_mean, image_std, size_divisibility, fixed_size=None)``
 
 - ``transform(images, targets=None, training=False) -> (ImageBatch, targets)``: each image
-  ``[3, H, W]`` (RGB, 0..1) is normalised ``(x - mean) / std`` and resized bilinearly by
-  ``scale = min(min_size / min(H, W), max_size / max(H, W))`` to
-  ``(floor(H * scale), floor(W * scale))``; the batch is zero-padded at the bottom and right
-  to a common size divisible by ``size_divisibility``. ``min_size`` may be a list: training
-  picks one entry at random per image (torch RNG, multi-scale training); evaluation uses
-  the last. Target boxes are scaled with the image; the targets passed in are not modified.
+  ``[3, H, W]`` (RGB, 0..1) is normalised ``(x - mean) / std`` and resized bilinearly, in
+  one of two modes:
+
+  - *shorter side* (the R-CNN family, FCN; ``fixed_size=None``): by
+    ``scale = min(min_size / min(H, W), max_size / max(H, W))`` to
+    ``(max(1, floor(H * scale)), max(1, floor(W * scale)))``; the aspect is kept.
+    ``min_size`` may be a list: training picks one entry at random per image (torch RNG,
+    multi-scale training); evaluation uses the last. An image of extreme aspect (10 x 3000
+    px capped to ``max_size``) keeps at least one pixel per side: its short side may then
+    fall below a feature stride, which the padding below absorbs;
+  - *fixed warp* (YOLOv1's 448 x 448; ``fixed_size=(h, w)``): every image to exactly
+    ``(h, w)``, the aspect not kept; ``min_size`` and ``max_size`` are not used.
+
+  The batch is zero-padded at the bottom and right to a common size divisible by
+  ``size_divisibility``. Target boxes are scaled with the image, per axis; the targets
+  passed in are not modified.
 - ``ImageBatch``: ``tensor [N, 3, Hp, Wp]``, ``image_sizes`` (the resized ``(h, w)`` of each
   image inside the padding) and ``original_sizes`` (the ``(H, W)`` given).
 - ``transform.postprocess(detections, batch)`` maps boxes from network-input pixels back
-  to the pixels of the images as given.
+  to the pixels of the images as given (per axis, so the warp is undone exactly).
 
-Every step equals torchvision's ``GeneralizedRCNNTransform`` (same operation order, so
-the same floats), which the parity tests check.
+In the shorter-side mode every step equals torchvision's ``GeneralizedRCNNTransform`` (same
+operation order, so the same floats), which the parity tests check.
 """
 from __future__ import annotations
 
@@ -53,7 +63,8 @@ def resized_size(height: int, width: int, min_size: float, max_size: float) -> t
     """The ``(h, w)`` an image of ``(height, width)`` gets: shorter side ``min_size`` unless the
     longer side would exceed ``max_size``."""
     scale = min(min_size / min(height, width), max_size / max(height, width))
-    return int(math.floor(height * scale)), int(math.floor(width * scale))
+    # At least one pixel: a 10 x 3000 image capped to a small max_size would floor to 0.
+    return max(1, int(math.floor(height * scale))), max(1, int(math.floor(width * scale)))
 
 
 def scale_boxes(boxes: Tensor, from_size: Sequence[int], to_size: Sequence[int]) -> Tensor:
@@ -72,6 +83,8 @@ class ImageTransform(nn.Module):
         max_size: upper bound on the longer side after resizing.
         image_mean, image_std: per-channel normalisation of 0..1 RGB input.
         size_divisibility: the padded batch is a multiple of this (the backbone's largest stride).
+        fixed_size: ``(h, w)`` to warp every image to (aspect not kept), instead of the
+            shorter-side resize.
     """
 
     def __init__(
@@ -81,8 +94,14 @@ class ImageTransform(nn.Module):
         image_mean: Sequence[float] = IMAGENET_MEAN,
         image_std: Sequence[float] = IMAGENET_STD,
         size_divisibility: int = 32,
+        fixed_size: Sequence[int] | None = None,
     ):
         super().__init__()
+        if fixed_size is not None:
+            if len(fixed_size) != 2 or any(int(v) <= 0 for v in fixed_size):
+                raise ValueError(f"fixed_size must be (height, width) with positive sides, got {fixed_size!r}")
+            fixed_size = (int(fixed_size[0]), int(fixed_size[1]))
+        self.fixed_size = fixed_size
         sizes = tuple(min_size) if isinstance(min_size, (list, tuple)) else (min_size,)
         if not sizes or any(s <= 0 for s in sizes) or max_size <= 0:
             raise ValueError(f"min_size {min_size!r} and max_size {max_size!r} must be positive")
@@ -95,8 +114,9 @@ class ImageTransform(nn.Module):
         self.size_divisibility = int(size_divisibility)
 
     def extra_repr(self) -> str:
+        size = f"fixed_size={self.fixed_size}" if self.fixed_size else f"min_size={self.min_size}, max_size={self.max_size}"
         return (
-            f"min_size={self.min_size}, max_size={self.max_size}, mean={self.image_mean}, "
+            f"{size}, mean={self.image_mean}, "
             f"std={self.image_std}, size_divisibility={self.size_divisibility}"
         )
 
@@ -112,7 +132,7 @@ class ImageTransform(nn.Module):
 
     def resize(self, image: Tensor, min_size: int) -> Tensor:
         height, width = image.shape[-2:]
-        size = resized_size(height, width, min_size, self.max_size)
+        size = self.fixed_size or resized_size(height, width, min_size, self.max_size)
         if size == (height, width):
             return image  # bilinear at scale 1 is the identity, bit for bit
         return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]

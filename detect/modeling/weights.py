@@ -11,9 +11,10 @@ Contract
   :func:`convert_torchvision_faster_rcnn`. ``build_faster_rcnn`` picks the matching
   architecture (:data:`TORCHVISION_ARCHITECTURES`) when its options are left at ``None``.
 
-When the checkpoint's class count differs from the model's, the class-specific predictor
-(``roi_heads.box_predictor``) keeps its fresh initialisation and a warning names it; any
-other missing or unexpected key raises ``ValueError`` naming the file and the first keys.
+When the checkpoint's class count differs from the model's, the layers the family names in
+``model.class_specific_prefixes`` (Faster R-CNN: ``roi_heads.box_predictor``) keep their
+fresh initialisation and a warning names them; any
+other missing or unexpected key raises ``detect.errors.UserInputError`` (a ``ValueError``) naming the file and the first keys.
 Files are read with ``torch.load(weights_only=True)``.
 
 torchvision's v1 COCO weights (``fasterrcnn_resnet50_fpn_coco-258fb6c6.pth``) were trained
@@ -38,9 +39,9 @@ import re
 import torch
 from torch import Tensor, nn
 
-logger = logging.getLogger(__name__)
+from detect.errors import UserInputError
 
-PREDICTOR_PREFIX = "roi_heads.box_predictor."
+logger = logging.getLogger(__name__)
 
 
 def is_torchvision_faster_rcnn(state: dict) -> bool:
@@ -138,9 +139,9 @@ def _read(source) -> tuple[dict, str]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt, truncated or not a torch file
-        raise ValueError(f"cannot read detector weights {path}: {type(exc).__name__}: {exc}") from exc
+        raise UserInputError(f"cannot read detector weights {path}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(state, dict):
-        raise ValueError(f"detector weights {path} hold a {type(state).__name__}, expected a state dict or checkpoint")
+        raise UserInputError(f"detector weights {path} hold a {type(state).__name__}, expected a state dict or checkpoint")
     return state, path
 
 
@@ -157,27 +158,30 @@ def load_detector_weights(model: nn.Module, source, where: str | None = None) ->
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
 
     own = model.state_dict()
+    # The family states which layers depend on the class count (``class_specific_prefixes``);
+    # those keep their fresh initialisation when the shapes differ, everything else must fit.
     reinitialized = []
-    predictor_keys = [k for k in state if k.startswith(PREDICTOR_PREFIX)]
-    mismatched = [k for k in predictor_keys if k in own and own[k].shape != state[k].shape]
-    if mismatched:
-        theirs = state[PREDICTOR_PREFIX + "cls_score.weight"].shape[0] - 1
-        for k in predictor_keys:
-            del state[k]
-        reinitialized.append("roi_heads.box_predictor")
+    for prefix in getattr(model, "class_specific_prefixes", ()):
+        keys = [k for k in state if k.startswith(prefix)]
+        mismatched = [k for k in keys if k in own and own[k].shape != state[k].shape]
+        if not mismatched:
+            continue
+        first = mismatched[0]
         logger.warning(
-            "%s: re-initialised roi_heads.box_predictor (the checkpoint has %d classes, the model %d); "
+            "%s: re-initialised %s for %d classes (%s is %s in the checkpoint, %s in the model); "
             "every other layer was loaded",
-            where,
-            theirs,
-            model.num_classes,
+            where, prefix.rstrip("."), model.num_classes, first, tuple(state[first].shape), tuple(own[first].shape),
         )
+        for k in keys:
+            del state[k]
+        reinitialized.append(prefix.rstrip("."))
 
     own_keys = {k for k in own if not k.endswith("num_batches_tracked")}
-    missing = sorted(own_keys - set(state) - {k for k in own_keys if k.startswith(PREDICTOR_PREFIX) and reinitialized})
+    fresh = tuple(prefix + "." for prefix in reinitialized)
+    missing = sorted(own_keys - set(state) - {k for k in own_keys if fresh and k.startswith(fresh)})
     unexpected = sorted(set(state) - own_keys)
     if missing or unexpected:
-        raise ValueError(
+        raise UserInputError(
             f"detector weights {where} do not fit this model ({fmt} format): "
             f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}; build the model with "
@@ -186,7 +190,7 @@ def load_detector_weights(model: nn.Module, source, where: str | None = None) ->
     wrong_shape = [k for k in state if state[k].shape != own[k].shape]
     if wrong_shape:
         k = wrong_shape[0]
-        raise ValueError(
+        raise UserInputError(
             f"detector weights {where}: {k} has shape {tuple(state[k].shape)}, the model expects "
             f"{tuple(own[k].shape)}; build the model with the options it was trained with"
         )

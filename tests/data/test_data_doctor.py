@@ -135,6 +135,8 @@ def test_unreadable_yolo_header_is_dropped_by_the_policy_and_the_doctor_agrees(t
     images = tmp_path / "ds" / "images" / "train"
     write_image(images / "a.jpg", 10, 10)
     (images / "b.jpg").write_bytes(b"not a jpeg")  # its header cannot be read at load time
+    (tmp_path / "ds" / "labels" / "train").mkdir(parents=True)
+    (tmp_path / "ds" / "labels" / "train" / "a.txt").write_text("")  # a background image (no label file at all is a path mistake)
     for policy, trainable in (("raise", False), ("drop", True), ("clip", True)):
         data, splits = source_config("yolo", image_dir=str(images), class_names=["cat"], check_policy=policy)
         report = diagnose(data, splits, decode=True)

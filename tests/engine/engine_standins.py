@@ -24,6 +24,8 @@ COLOURS = torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9]])
 
 
 class TinyDetector(Detector):
+    class_specific_prefixes = ("cls_score.",)  # its shape depends on K: --weights re-initialises it
+
     def __init__(self, num_classes: int = 2, hidden: int = 8, dropout: float = 0.1, norm: str | None = "bn"):
         super().__init__()
         self.num_classes = num_classes

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import torch
 
 from detect.engine import hooks
-from detect.engine.distributed import on_main_process
+from detect.distributed import on_main_process
 from detect.engine.hooks import CheckpointHook
 from detect.engine.trainer import Trainer
 

@@ -24,7 +24,7 @@ class ChannelMeanDetector(Detector):
     def __init__(self, num_classes=3, box_score_thresh=0.0):
         super().__init__()
         self.num_classes = num_classes
-        self.box_score_thresh = box_score_thresh
+        self.score_thresh = box_score_thresh  # the contract's settable threshold
         self.scale = nn.Parameter(torch.ones(()))
 
     def _compute_predictions(self, images):
@@ -32,7 +32,7 @@ class ChannelMeanDetector(Detector):
         for image in images:
             height, width = image.shape[-2:]
             scores = image.mean(dim=(1, 2)) * self.scale
-            keep = scores >= self.box_score_thresh
+            keep = scores >= self.score_thresh
             boxes = BOX_FRACTIONS.to(image) * torch.tensor([width, height, width, height]).to(image)
             outputs.append({"boxes": boxes[keep], "scores": scores[keep],
                             "labels": torch.arange(1, 4, device=image.device)[keep]})

@@ -82,9 +82,9 @@ def test_from_checkpoint_alone(tmp_path):
     # scale 0.5 was loaded; the model's box_score_thresh 0.3 drops green (~0.2) and blue (~0.08).
     assert detections["class_names"] == ["red"]
     assert detections["scores"].tolist() == pytest.approx([0.5 * means[0]], abs=1e-6)
-    # A lower score_thresh rebuilds the model with that threshold, so the low scores exist.
+    # A lower score_thresh lowers the model's own threshold, so the low scores exist.
     lower = Predictor.from_checkpoint(path, score_thresh=0.1, batch_size=2)
-    assert lower.model.box_score_thresh == 0.1 and lower.batch_size == 2
+    assert lower.model.score_thresh == 0.1 and lower.batch_size == 2
     assert lower(rgb, color_order="RGB")["class_names"] == ["red", "green"]
 
 

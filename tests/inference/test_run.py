@@ -170,3 +170,49 @@ def test_infer_tool_end_to_end(tmp_path, capsys):
         tool.main(["--checkpoint", str(checkpoint), "--source", str(tmp_path / "nope.png"), "--quiet"])
     with pytest.raises(SystemExit, match="error: checkpoint .*none.pth: no such file"):
         tool.main(["--checkpoint", str(tmp_path / "none.pth"), "--source", str(image), "--output", str(tmp_path / "o3")])
+
+
+def test_output_that_is_an_input_or_its_folder_is_refused_before_any_work(predictor, tmp_path):
+    src = tmp_path / "photos"
+    src.mkdir()
+    image = write_png(src / "a.png", make_image())
+    before = image.read_bytes()
+    with pytest.raises(OutputError, match=rf"--output {src} is the folder of the input {image}: .*overwrite"):
+        run_inference(predictor, src, src, progress=False)
+    with pytest.raises(OutputError, match=rf"--output {image} is the input file {image}; --output takes a directory"):
+        run_inference(predictor, str(src / "*.png"), image, progress=False)
+    video = tmp_path / "clips" / "clip.mp4"
+    video.parent.mkdir()
+    write_video(video, num_frames=3)
+    with pytest.raises(OutputError, match=rf"is the folder of the input {video}"):
+        run_inference(predictor, video, video.parent, progress=False)  # clip.mp4 -> clips/clip.mp4
+    assert image.read_bytes() == before and sorted(p.name for p in src.iterdir()) == ["a.png"]
+    assert sorted(p.name for p in video.parent.iterdir()) == ["clip.mp4"]
+
+
+def test_an_earlier_runs_outputs_are_kept_unless_exist_ok(predictor, tmp_path):
+    image = write_png(tmp_path / "a.png", make_image())
+    out = tmp_path / "out"
+    first = run_inference(predictor, image, out, progress=False)
+    first_json = (out / "detections.json").read_text()
+    second = run_inference(predictor, image, out, progress=False)
+    third = run_inference(predictor, image, out, progress=False)
+    assert (first.output_dir, second.output_dir, third.output_dir) == (out, tmp_path / "out-2", tmp_path / "out-3")
+    assert second.json_path == tmp_path / "out-2" / "detections.json" and second.images == [tmp_path / "out-2" / "a.png"]
+    assert (out / "detections.json").read_text() == first_json
+    (out / "detections.json").write_text("[]")
+    again = run_inference(predictor, image, out, progress=False, exist_ok=True)
+    assert again.output_dir == out and json.loads((out / "detections.json").read_text()) != []
+    (tmp_path / "empty").mkdir()  # an existing empty folder is used as it is
+    assert run_inference(predictor, image, tmp_path / "empty", progress=False).output_dir == tmp_path / "empty"
+
+
+def test_infer_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        load_tool().main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "default: the model's own score_thresh" in out and "0.05 for Faster R-CNN" in out
+    assert "(default: runs/infer;" in out and "--exist-ok" in out and "--debug" in out
+    with pytest.raises(SystemExit) as info:  # a threshold no score can pass is refused, not run
+        load_tool().main(["--checkpoint", "c.pth", "--source", "a.png", "--score-thresh", "1.5"])
+    assert info.value.code == 2 and "--score-thresh: 1.5 is outside 0..1" in capsys.readouterr().err

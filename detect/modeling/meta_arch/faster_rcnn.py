@@ -44,7 +44,7 @@ from detect.modeling.poolers import RoIPooler
 from detect.modeling.roi_heads import RoIHeads
 from detect.modeling.rpn import RegionProposalNetwork, RPNHead
 from detect.modeling.transform import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
-from detect.modeling.two_stage import TwoStageDetector
+from detect.modeling.meta_arch.two_stage import TwoStageDetector
 from detect.modeling.weights import (
     TORCHVISION_ARCHITECTURES,
     load_detector_weights,
@@ -59,7 +59,7 @@ PAPER_SIZES = (128, 256, 512)
 
 def _family(name: str) -> str:
     lowered = name.lower()
-    if lowered.startswith("dcn_resnet") or lowered.startswith("resnet"):
+    if lowered.startswith(("dcn_resnet", "resnet", "seresnet")):
         return "resnet"
     if lowered.startswith("googlenet"):
         return "googlenet"

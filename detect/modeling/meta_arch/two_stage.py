@@ -30,7 +30,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from detect.modeling.base import Detector
+from detect.modeling.base import Detector, checked_score_thresh
 from detect.modeling.fast_inference import fold_sequential_norms_, fuse_conv_activations_
 from detect.modeling.transform import ImageBatch, ImageTransform
 
@@ -83,6 +83,18 @@ class TwoStageDetector(Detector):
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
         self._inference_options: dict | None = None
+
+    # ------------------------------------------------------------------ contract
+    #: the class-specific predictor (cls_score and bbox_pred have K + 1 rows)
+    class_specific_prefixes = ("roi_heads.box_predictor.",)
+
+    @property
+    def score_thresh(self) -> float:
+        return self.roi_heads.score_thresh
+
+    @score_thresh.setter
+    def score_thresh(self, value: float) -> None:
+        self.roi_heads.score_thresh = checked_score_thresh(value)
 
     # ------------------------------------------------------------------ stages
     def extract_features(self, batch: ImageBatch) -> "OrderedDict[str, Tensor]":

@@ -6,9 +6,10 @@ Layout (the ultralytics / darknet convention)::
     <dataset>/labels/<split>/<name>.txt     "class cx cy w h" per line, all in 0..1 of the image
 
 - The label file of an image is found by replacing the last ``images`` folder of its
-  absolute path with ``labels`` (or under ``label_dir`` when given, at the image's path
-  relative to ``image_dir``, or to the list's folder for a list). No label file means no
-  objects (a background image), as in YOLO.
+  absolute path with ``labels``, else beside the image (or under ``label_dir`` when given,
+  at the image's path relative to ``image_dir``, or to the list's folder for a list). No
+  label file means no objects (a background image), as in YOLO; no label file for (almost)
+  any image is a path mistake and raises (see :func:`parse_yolo`).
 - ``image_dir`` is a folder (its image files, sorted, recursively) or a ``.txt`` file
   listing image paths (relative to the list's folder). Paths are made absolute first, so a
   relative ``image_dir`` / ``label_dir`` finds the same files as an absolute one.
@@ -28,11 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from detect.data.annotations import Annotations, ObjectTableBuilder
-from detect.data.checks import Problem
+from detect.data.checks import DatasetError, Problem, encoding_problem, list_existing_files, read_text, require_path
 from detect.data.dataset import DetectionDataset
 from detect.data.image_io import ImageReadError, is_image_file, read_image_size
 
-__all__ = ["YoloDetection", "parse_yolo", "list_images", "label_path_for", "read_class_names"]
+__all__ = ["YoloDetection", "parse_yolo", "list_images", "label_path_for", "label_path_candidates", "read_class_names"]
 
 
 def _absolute(path) -> Path:
@@ -47,28 +48,51 @@ def list_images(image_dir) -> list[Path]:
     image_dir = _absolute(image_dir)
     if image_dir.is_file():
         base = image_dir.parent
-        return [_absolute(base / line.strip()) for line in image_dir.read_text().splitlines() if line.strip()]
-    if not image_dir.is_dir():
-        raise FileNotFoundError(f"YOLO image folder {image_dir} does not exist; check image_dir in the config")
+        return [_absolute(base / line.strip()) for line in read_text(image_dir, "YOLO image list").splitlines()
+                if line.strip()]
+    require_path(image_dir, "YOLO image folder", "image_dir", kind="dir")
     return sorted(p for p in image_dir.rglob("*") if is_image_file(p) and p.is_file())
 
 
-def label_path_for(image_path: Path, image_dir: Path, label_dir: Path | None) -> Path:
-    """The label file of ``image_path``: under ``label_dir`` at the image's path relative to
-    ``image_dir`` (the folder, or the list's folder; both paths absolute, as
-    :func:`list_images` gives them), else by the ``images`` -> ``labels`` rule."""
+def label_path_candidates(image_path: Path, image_dir: Path, label_dir: Path | None) -> list[Path]:
+    """Where the label file of ``image_path`` may be, in the order searched.
+
+    With ``label_dir``: only there, at the image's path relative to ``image_dir`` (the
+    folder, or the list's folder; both absolute, as :func:`list_images` gives them).
+    Otherwise ultralytics' rule first (the last ``images`` folder of the path replaced by
+    ``labels``), then darknet's older layout (the ``.txt`` beside the image), so that an
+    image folder with another name (``data/pics/a.jpg`` + ``data/pics/a.txt``) finds its labels."""
     if label_dir is not None:
         try:
             relative = image_path.relative_to(image_dir)
         except ValueError:
             relative = Path(image_path.name)
-        return (label_dir / relative).with_suffix(".txt")
+        return [(label_dir / relative).with_suffix(".txt")]
     parts = list(image_path.parts)
+    candidates = []
     for i in range(len(parts) - 1, -1, -1):
         if parts[i] == "images":
             parts[i] = "labels"
-            return Path(*parts).with_suffix(".txt")
-    return image_path.with_suffix(".txt")  # darknet's older layout: labels beside the images
+            candidates.append(Path(*parts).with_suffix(".txt"))
+            break
+    return candidates + [image_path.with_suffix(".txt")]
+
+
+def label_path_for(image_path: Path, image_dir: Path, label_dir: Path | None, existing: set | None = None) -> Path:
+    """The label file of ``image_path``: the first of :func:`label_path_candidates` that
+    exists (``existing``: a set of existing paths, else each is ``stat``-ed), else the first
+    candidate (the file that would be read: none there means a background image)."""
+    candidates = label_path_candidates(image_path, image_dir, label_dir)
+    for candidate in candidates:
+        if (str(candidate) in existing) if existing is not None else candidate.is_file():
+            return candidate
+    return candidates[0]
+
+
+# A folder where (almost) no image has a label file is a path mistake, not a background set:
+# at least one label file must exist, and at least 10% of them once there are 10 images.
+MIN_LABELLED_FRACTION = 0.1
+MIN_IMAGES_FOR_FRACTION = 10
 
 
 def read_class_names(path) -> list[str]:
@@ -77,9 +101,9 @@ def read_class_names(path) -> list[str]:
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        names = yaml.safe_load(path.read_text())["names"]
+        names = yaml.safe_load(read_text(path, "YOLO data.yaml"))["names"]
         return [names[k] for k in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path, "YOLO class list").splitlines() if line.strip()]
 
 
 def _parse_line(line: str):
@@ -102,7 +126,13 @@ def _parse_line(line: str):
 
 
 def parse_yolo(image_dir, class_names, label_dir=None) -> Annotations:
-    """Parse a YOLO-txt split into an :class:`Annotations` table (image headers only)."""
+    """Parse a YOLO-txt split into an :class:`Annotations` table (image headers only).
+
+    A missing label file is a background image. When no image has one (or fewer than
+    :data:`MIN_LABELLED_FRACTION` of them, from :data:`MIN_IMAGES_FOR_FRACTION` images
+    on) the labels are somewhere else: :class:`DatasetError` (``labels_not_found``)
+    names the folders searched. A label file that is not UTF-8 makes its image unusable
+    (``bad_encoding``, naming the byte offset)."""
     image_dir = _absolute(image_dir)
     label_dir = None if label_dir is None else _absolute(label_dir)
     if class_names == "derive":
@@ -117,8 +147,12 @@ def parse_yolo(image_dir, class_names, label_dir=None) -> Annotations:
     problems: list[Problem] = []
     builder = ObjectTableBuilder()
     file_paths, label_files, heights, widths, valid = [], [], [], [], []
+    # One listing per candidate folder instead of a stat per image and candidate.
+    candidates = [label_path_candidates(p, base, label_dir) for p in images]
+    existing_labels = list_existing_files([str(c) for cs in candidates for c in cs])
+    found_labels = 0
     for row, image_path in enumerate(images):
-        label_path = label_path_for(image_path, base, label_dir)
+        label_path = label_path_for(image_path, base, label_dir, existing_labels)
         file_paths.append(str(image_path))
         label_files.append(str(label_path))
         try:
@@ -131,9 +165,16 @@ def parse_yolo(image_dir, class_names, label_dir=None) -> Annotations:
             heights.append(-1), widths.append(-1), valid.append(False)
             continue
         heights.append(height), widths.append(width), valid.append(True)
-        if not label_path.is_file():
+        if str(label_path) not in existing_labels:
             continue
-        for index, line in enumerate(label_path.read_text().splitlines()):
+        found_labels += 1
+        try:
+            text = label_path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            problems.append(encoding_problem(label_path, exc, row))
+            valid[-1] = False
+            continue
+        for index, line in enumerate(text.splitlines()):
             if not line.strip():
                 continue
             parsed = _parse_line(line)
@@ -141,6 +182,7 @@ def parse_yolo(image_dir, class_names, label_dir=None) -> Annotations:
                 problems.append(Problem("malformed_annotation", str(label_path), row, index, parsed, noun="line"))
                 continue
             builder.add(row, index, parsed[1], parsed[0])
+    _check_labels_found(image_dir, candidates, int(np.sum(np.asarray(heights) > 0)), found_labels)
     table = builder.arrays()
     # Class indices were read as floats, so float64 holds them exactly; clipping to -1..K
     # keeps any index (1e30 too) representable, and out of range when it was.
@@ -160,8 +202,25 @@ def parse_yolo(image_dir, class_names, label_dir=None) -> Annotations:
         areas=(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
         raw_box_format="cx cy w h (normalised)", object_noun="line", problems=problems,
         # Files found by walking the folder exist: the checks need not list it again.
-        extra={} if listed else {"existing_files": set(file_paths)}, **table,
+        extra={"image_root": str(base), **({} if listed else {"existing_files": set(file_paths)})}, **table,
     )
+
+
+def _check_labels_found(image_dir: Path, candidates: list[list[Path]], num_readable: int, found: int) -> None:
+    """Raise when (almost) no image has a label file (see :func:`parse_yolo`)."""
+    if num_readable == 0 or (found > 0 and (num_readable < MIN_IMAGES_FOR_FRACTION
+                                            or found >= MIN_LABELLED_FRACTION * num_readable)):
+        return
+    folders = list(dict.fromkeys(str(c.parent) for cs in candidates for c in cs))
+    shown = ", ".join(folders[:6]) + (f", ... ({len(folders)} folders)" if len(folders) > 6 else "")
+    location = str(image_dir)
+    raise DatasetError(location, [Problem(
+        "labels_not_found", location, None, None,
+        f"{found} of {num_readable} images have a label file; searched {shown}")],
+        hint="A YOLO label file sits at the image's path with the last 'images' folder replaced by 'labels' "
+             "(data/images/train/a.jpg -> data/labels/train/a.txt) or beside the image (a.jpg -> a.txt); "
+             "move the labels there or name their folder with label_dir (--label-dir). A few images "
+             "without a label file are background images; (almost) all of them is a wrong path.")
 
 
 def _find_class_file(image_dir: Path, label_dir: Path | None) -> Path:
@@ -188,14 +247,14 @@ class YoloDetection(DetectionDataset):
             or ``data.yaml``, or ``None`` to look for one of those beside the data.
         label_dir: folder of label files mirroring ``image_dir``; default: ``images`` ->
             ``labels`` in each image path.
-        check_policy, filter_empty, tolerance: see :class:`~detect.data.dataset.DetectionDataset`.
+        check_policy, filter_empty, tolerance, images: see :class:`~detect.data.dataset.DetectionDataset`.
     """
 
     def __init__(self, image_dir, transforms=None, *, class_names=None, label_dir=None, check_policy="raise",
-                 filter_empty=False, masks=False, tolerance=1.0):
+                 filter_empty=False, masks=False, tolerance=1.0, images=None):
         if masks:
             raise ValueError("YOLO-txt labels have no segmentation masks; use a COCO or VOC source for masks=True")
         annotations = parse_yolo(image_dir, class_names, label_dir)
         super().__init__(annotations, transforms=transforms, check_policy=check_policy, filter_empty=filter_empty,
-                         tolerance=tolerance)
+                         tolerance=tolerance, images=images)
         self.image_dir = Path(image_dir)
