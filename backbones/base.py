@@ -237,3 +237,24 @@ class Backbone(nn.Module):
         return (f"out_features={self.out_features}, frozen_stages={self.frozen_stages}")
 
 
+
+
+class PooledClassifierMixin:
+    """The ImageNet classifier a backbone was cut from: its deepest feature map, global
+    average pooling and one linear layer; ``forward(x)`` returns logits ``[B, num_classes]``
+    and ``forward_features`` still returns the features. Its ``fc`` keys are weights of
+    this model (the plain backbone ignores them). Put it before the backbone class in the
+    bases and call :meth:`_add_classifier` at the end of ``__init__``."""
+
+    def _add_classifier(self, in_features: int, num_classes: int) -> None:
+        self.num_classes = int(num_classes)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(int(in_features), self.num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = check_backbone_input(x, self.name)
+        deepest = next(reversed(self.forward_features(x).values()))
+        return self.fc(torch.flatten(self.avgpool(deepest), 1))
+
+    def is_ignorable_weight(self, key: str) -> bool:
+        return False

@@ -40,10 +40,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
-from backbones.base import Backbone, check_backbone_input
+from backbones.base import Backbone, PooledClassifierMixin
 from backbones.norm import build_norm, check_norm
 
 LEAKY_SLOPE = 0.1
@@ -167,7 +166,7 @@ class Darknet(Backbone):
         return head == "features" and int(rest.split(".", 1)[0]) >= len(self.features)
 
 
-class DarknetClassifier(Darknet):
+class DarknetClassifier(PooledClassifierMixin, Darknet):
     """The paper's ImageNet pre-training network: the trunk, global average pooling and one
     fully connected layer to ``num_classes`` logits (``forward(x) -> [B, num_classes]``).
     Its state dict loads into :class:`Darknet` of the same ``arch`` and ``norm``."""
@@ -176,19 +175,9 @@ class DarknetClassifier(Darknet):
                  frozen_stages: int = -1):
         super().__init__(arch, norm, frozen_stages, out_features=[list(ARCHITECTURES[arch])[-1]])
         self.name = f"{arch}_darknet classifier"
-        self.num_classes = int(num_classes)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(self.out_channels[self.out_features[-1]], self.num_classes)
+        self._add_classifier(self.out_channels[self.out_features[-1]], num_classes)
         nn.init.normal_(self.fc.weight, 0.0, 0.01)
         nn.init.zeros_(self.fc.bias)
-
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        x = check_backbone_input(x, self.name)
-        x = self.features(x)
-        return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    def is_ignorable_weight(self, key: str) -> bool:
-        return False
 
 
 def yolov1_darknet(**options) -> Darknet:

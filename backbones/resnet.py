@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-import torch
 from torch import Tensor, nn
 
-from backbones.base import Backbone, check_backbone_input
+from backbones.base import Backbone, PooledClassifierMixin
 from backbones.norm import FrozenBatchNorm2d, build_norm, check_norm
 
 
@@ -192,7 +191,7 @@ class ResNet(Backbone):
         return stage
 
 
-class ResNetClassifier(ResNet):
+class ResNetClassifier(PooledClassifierMixin, ResNet):
     """ResNet image classifier: the backbone, global average pooling and a linear layer.
 
     ``forward(x)`` returns logits ``[B, num_classes]``. Its state dict is exactly
@@ -203,18 +202,8 @@ class ResNetClassifier(ResNet):
     def __init__(self, depth: int = 50, num_classes: int = 1000, norm: str = "bn",
                  frozen_stages: int = -1, zero_init_residual: bool = False):
         super().__init__(depth, norm, frozen_stages, None, zero_init_residual)
-        self.num_classes = num_classes
         self.name = f"resnet{depth} classifier"
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(self.out_channels["c5"], num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = check_backbone_input(x, self.name)
-        features = self.forward_features(x)["c5"]
-        return self.fc(torch.flatten(self.avgpool(features), 1))
-
-    def is_ignorable_weight(self, key: str) -> bool:
-        return False
+        self._add_classifier(self.out_channels["c5"], num_classes)
 
 
 def _builder(depth: int):

@@ -21,10 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
-from backbones.base import Backbone, check_backbone_input
+from backbones.base import Backbone, PooledClassifierMixin
 from backbones.norm import build_norm, check_norm
 from backbones.resnet import STAGE_NAMES, Bottleneck, ResNet
 
@@ -134,7 +133,7 @@ class SEResNet(ResNet):
         self._finish_init(channels, out_features, stages, frozen_stages)
 
 
-class SEResNetClassifier(SEResNet):
+class SEResNetClassifier(PooledClassifierMixin, SEResNet):
     """SE-ResNet image classifier: the backbone, global average pooling and a linear ``fc``.
 
     ``forward(x)`` returns logits ``[B, num_classes]``; the state dict is exactly timm's
@@ -144,18 +143,8 @@ class SEResNetClassifier(SEResNet):
     def __init__(self, depth: int = 50, num_classes: int = 1000, norm: str = "bn",
                  frozen_stages: int = -1, zero_init_residual: bool = False, reduction: int = 16):
         super().__init__(depth, norm, frozen_stages, None, zero_init_residual, reduction)
-        self.num_classes = num_classes
         self.name = f"seresnet{depth} classifier"
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(self.out_channels["c5"], num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = check_backbone_input(x, self.name)
-        features = self.forward_features(x)["c5"]
-        return self.fc(torch.flatten(self.avgpool(features), 1))
-
-    def is_ignorable_weight(self, key: str) -> bool:
-        return False
+        self._add_classifier(self.out_channels["c5"], num_classes)
 
 
 def seresnet50(**options) -> SEResNet:

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from backbones.base import Backbone, check_backbone_input
+from backbones.base import Backbone, PooledClassifierMixin
 from backbones.norm import build_norm, check_norm
 
 STAGE_NAMES = ("c2", "c3", "c4", "c5")
@@ -211,7 +211,7 @@ class Xception(Backbone):
         return head in ("conv3", "bn3", "conv4", "bn4") and not self.has_exit
 
 
-class XceptionClassifier(Xception):
+class XceptionClassifier(PooledClassifierMixin, Xception):
     """Xception image classifier: the backbone, global average pooling and a linear ``fc``.
 
     ``forward(x)`` returns logits ``[B, num_classes]``; the state dict is exactly timm's
@@ -222,18 +222,8 @@ class XceptionClassifier(Xception):
     def __init__(self, num_classes: int = 1000, norm: str = "bn", frozen_stages: int = -1,
                  stem_padding: str = "valid"):
         super().__init__(norm, frozen_stages, None, stem_padding)
-        self.num_classes = num_classes
         self.name = "xception classifier"
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(2048, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = check_backbone_input(x, self.name)
-        features = self.forward_features(x)["c5"]
-        return self.fc(torch.flatten(self.avgpool(features), 1))
-
-    def is_ignorable_weight(self, key: str) -> bool:
-        return False
+        self._add_classifier(2048, num_classes)
 
 
 def xception(**options) -> Xception:

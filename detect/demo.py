@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from detect.errors import UserInputError
+
 _CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 #: The demo recipe of each family that has one (``tools/demo.py --model NAME``).
 DEMO_CONFIGS = {
@@ -28,7 +30,7 @@ DEFAULT_CONFIG = DEMO_CONFIGS["faster_rcnn"]
 def demo_config(model: str) -> Path:
     """The demo recipe of a family, or ``ValueError`` listing those that have one."""
     if model not in DEMO_CONFIGS:
-        raise ValueError(f"no demo recipe for {model!r}; choose one of {sorted(DEMO_CONFIGS)}")
+        raise UserInputError(f"no demo recipe for {model!r}; choose one of {sorted(DEMO_CONFIGS)}")
     return DEMO_CONFIGS[model]
 
 

@@ -5,24 +5,30 @@ import json
 import cv2
 import pytest
 
-from detect.demo import run_demo
+from detect.demo import demo_config, run_demo
+
+# What makes each family's demo recipe tiny: 96 px images (YOLOv1: a 3 x 3 grid on ResNet-18's c5).
+TINY_MODEL = {
+    "faster_rcnn": ["model.min_size=96", "model.max_size=96"],
+    "yolov1": ["model.input_size=[96, 96]", "model.grid_size=3"],
+}
 
 
 @pytest.mark.slow
-def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys):
+@pytest.mark.parametrize("model", sorted(TINY_MODEL))
+def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys, model):
     overrides = [
         f"data.root={tmp_path / 'shapes'}",
         "data.shapes.num_images=24",
         "data.shapes.image_size=96",
         "data.num_workers=0",
-        "model.min_size=96",
-        "model.max_size=96",
+        *TINY_MODEL[model],
         "train.epochs=1",
         "train.progress_bar=False",
         "train.plots=False",
         "eval.interval=1",
     ]
-    result = run_demo(output_dir=tmp_path / "demo", overrides=overrides)
+    result = run_demo(demo_config(model), output_dir=tmp_path / "demo", overrides=overrides)
 
     assert 0.0 <= result["metrics"]["bbox/AP50"] <= 1.0
     outputs = result["outputs"]

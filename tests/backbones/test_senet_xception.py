@@ -328,3 +328,20 @@ def test_seresnet_faster_rcnn_c4_uses_its_last_stage_as_the_box_head():
     sum(losses.values()).backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert unused == [], f"parameters without a gradient: {unused[:5]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["seresnet50", "xception"])
+def test_yolov1_trains_one_step_on_the_new_backbones(backbone):
+    from detect import build_detector
+
+    torch.manual_seed(0)
+    model = build_detector("yolov1", backbone=backbone, head="conv", input_size=(64, 64), grid_size=2, num_classes=3)
+    model.train()
+    targets = [{"boxes": torch.tensor([[4.0, 6.0, 40.0, 50.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    losses = model([torch.rand(3, 70, 90), torch.rand(3, 64, 64)], targets)
+    assert set(losses) == {"loss_xy", "loss_wh", "loss_obj", "loss_noobj", "loss_cls"}
+    sum(losses.values()).backward()
+    grads = [p.grad for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
