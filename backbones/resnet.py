@@ -113,15 +113,14 @@ class ResNet(Backbone):
                  out_features: Sequence[str] | None = None, zero_init_residual: bool = False,
                  conv2_factory: Callable[[int, int, int], nn.Module | None] | None = None):
         super().__init__()
-        if depth not in ARCHITECTURES:
-            raise ValueError(f"ResNet depth={depth!r} is not one of {sorted(ARCHITECTURES)}")
+        if depth not in self.architectures:
+            raise ValueError(f"{self.family} depth={depth!r} is not one of {sorted(self.architectures)}")
         self.depth = depth
         self.norm_type = check_norm(norm)
-        self.torchvision_name = f"resnet{depth}"
-        self.name = f"resnet{depth}"
-        block, blocks_per_stage = ARCHITECTURES[depth]
-        out_features = self.resolve_out_features(out_features, STAGE_NAMES, STAGE_NAMES,
-                                                 f"resnet{depth}")
+        self.torchvision_name = f"resnet{depth}" if self.has_torchvision_weights else None
+        self.name = f"{self.family.lower().replace('-', '')}{depth}"
+        block, blocks_per_stage = self.architectures[depth]
+        out_features = self.resolve_out_features(out_features, STAGE_NAMES, STAGE_NAMES, self.name)
         self.num_stages = STAGE_NAMES.index(out_features[-1]) + 1
 
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
@@ -136,9 +135,9 @@ class ResNet(Backbone):
             for b in range(blocks_per_stage[index]):
                 block_stride = stride if b == 0 else 1
                 # The 3x3 conv2 carries the stride in a Bottleneck, conv1 in a BasicBlock.
-                conv2_stride = block_stride if block is Bottleneck else 1
+                conv2_stride = block_stride if issubclass(block, Bottleneck) else 1
                 conv2 = None if conv2_factory is None else conv2_factory(index, width, conv2_stride)
-                blocks.append(block(in_channels, width, block_stride, norm, conv2))
+                blocks.append(self._make_block(block, in_channels, width, block_stride, norm, conv2))
                 in_channels = width * block.expansion
             layer = nn.Sequential(*blocks)
             self.add_module(f"layer{index + 1}", layer)
@@ -147,6 +146,18 @@ class ResNet(Backbone):
         self._layer_to_output = {f"layer{i + 1}": STAGE_NAMES[i] for i in range(self.num_stages)}
         self._init_weights(zero_init_residual)
         self._finish_init(channels, out_features, stages, frozen_stages)
+
+    # What a variant (SE-ResNet) changes: its name, its depth -> (block, blocks per stage)
+    # table and how a block is made; the stem, stages, freezing and forward stay ResNet's.
+    family = "ResNet"
+    has_torchvision_weights = True
+
+    @property
+    def architectures(self) -> dict:
+        return ARCHITECTURES
+
+    def _make_block(self, block, in_channels: int, width: int, stride: int, norm: str, conv2) -> nn.Module:
+        return block(in_channels, width, stride, norm, conv2)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():

@@ -23,9 +23,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from backbones.base import Backbone, PooledClassifierMixin
-from backbones.norm import build_norm, check_norm
-from backbones.resnet import STAGE_NAMES, Bottleneck, ResNet
+from backbones.base import PooledClassifierMixin
+from backbones.resnet import Bottleneck, ResNet
 
 
 class SEBlock(nn.Module):
@@ -97,40 +96,21 @@ class SEResNet(ResNet):
     ``split_last_stage_`` are :class:`backbones.resnet.ResNet`'s.
     """
 
+    family = "SE-ResNet"
+    has_torchvision_weights = False
+
     def __init__(self, depth: int = 50, norm: str = "bn", frozen_stages: int = -1,
                  out_features: Sequence[str] | None = None, zero_init_residual: bool = False,
                  reduction: int = 16):
-        Backbone.__init__(self)
-        if depth not in SE_ARCHITECTURES:
-            raise ValueError(f"SE-ResNet depth={depth!r} is not one of {sorted(SE_ARCHITECTURES)}")
-        self.depth = depth
-        self.reduction = reduction
-        self.norm_type = check_norm(norm)
-        self.torchvision_name = None
-        self.name = f"seresnet{depth}"
-        blocks_per_stage = SE_ARCHITECTURES[depth]
-        out_features = self.resolve_out_features(out_features, STAGE_NAMES, STAGE_NAMES, self.name)
-        self.num_stages = STAGE_NAMES.index(out_features[-1]) + 1
+        self.reduction = int(reduction)  # read by _make_block during ResNet's construction
+        super().__init__(depth, norm, frozen_stages, out_features, zero_init_residual)
 
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = build_norm(norm, 64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        channels, in_channels, stages = {}, 64, [[self.conv1, self.bn1]]
-        for index in range(self.num_stages):
-            width = 64 * 2 ** index
-            stride = 1 if index == 0 else 2
-            blocks = []
-            for b in range(blocks_per_stage[index]):
-                blocks.append(SEBottleneck(in_channels, width, stride if b == 0 else 1, norm, reduction))
-                in_channels = width * SEBottleneck.expansion
-            layer = nn.Sequential(*blocks)
-            self.add_module(f"layer{index + 1}", layer)
-            channels[STAGE_NAMES[index]] = in_channels
-            stages.append([layer])
-        self._layer_to_output = {f"layer{i + 1}": STAGE_NAMES[i] for i in range(self.num_stages)}
-        self._init_weights(zero_init_residual)
-        self._finish_init(channels, out_features, stages, frozen_stages)
+    @property
+    def architectures(self) -> dict:
+        return {depth: (SEBottleneck, blocks) for depth, blocks in SE_ARCHITECTURES.items()}
+
+    def _make_block(self, block, in_channels: int, width: int, stride: int, norm: str, conv2) -> nn.Module:
+        return block(in_channels, width, stride, norm, self.reduction)
 
 
 class SEResNetClassifier(PooledClassifierMixin, SEResNet):
