@@ -38,6 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detect.config import ConfigError
+
+
+class DataConfigError(ConfigError, KeyError):
+    """The ``data`` section lacks a split or a key a reader needs. A ``ConfigError`` (the tools
+    print it as one line) and a ``KeyError`` (what a missing key has always raised here)."""
+
+    __str__ = ConfigError.__str__  # KeyError's would quote the message
+
 __all__ = ["build_dataset", "build_dataloader", "resolve_split", "parse_split", "SplitSpec", "DATA_FORMATS"]
 
 DATA_FORMATS = ("coco", "voc", "yolo", "shapes")
@@ -49,7 +58,7 @@ _LOADER_KEYS = {"batch_size", "num_workers", "aspect_ratio_grouping", "seed", "p
 def _split_options(data_cfg: dict, split: str) -> dict:
     if split not in data_cfg or data_cfg[split] is None:
         present = [k for k in ("train", "val", "test") if isinstance(data_cfg.get(k), dict)]
-        raise KeyError(
+        raise DataConfigError(
             f"data config has no {split!r} section (it has {present}); add "
             f"data.{split}=dict(...) with the {data_cfg.get('format')!r} reader's keys"
         )
@@ -118,7 +127,7 @@ def resolve_split(data_cfg: dict, split: str, *, derive_classes: bool = True) ->
 
         root = split_cfg.pop("root", None)
         if root is None:
-            raise KeyError("data.format 'shapes' needs data.root (where the set is generated)")
+            raise DataConfigError("data.format 'shapes' needs data.root (where the set is generated)")
         options = dict(data_cfg.get("shapes") or {})
         options.update({k: split_cfg.pop(k) for k in list(split_cfg) if k in SHAPES_OPTIONS})
         set_split = split_cfg.pop("split", "val" if split == "test" else split)
@@ -142,7 +151,7 @@ def resolve_split(data_cfg: dict, split: str, *, derive_classes: bool = True) ->
     required = {"coco": ("image_dir", "ann_file"), "voc": ("root",), "yolo": ("image_dir",)}[fmt]
     missing = [k for k in required if k not in spec.source]
     if missing:
-        raise KeyError(f"data.{split} for format {fmt!r} needs {missing} (in data.{split} or at data level)")
+        raise DataConfigError(f"data.{split} for format {fmt!r} needs {missing} (in data.{split} or at data level)")
     return spec
 
 

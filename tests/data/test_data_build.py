@@ -34,8 +34,12 @@ def test_voc_config_derives_validation_classes_from_train(tmp_path):
     assert val[0][1]["labels"].tolist() == [2]
     with pytest.raises(TypeError, match=r"keys \['image_dir'\] that the 'voc' reader does not take"):
         build_dataset({**data, "val": dict(image_dir="x")}, "val")
-    with pytest.raises(KeyError, match="no 'test' section"):
+    with pytest.raises(KeyError, match="no 'test' section") as missing:
         build_dataset(data, "test")
+    from detect.config import ConfigError
+
+    assert isinstance(missing.value, ConfigError)  # so the tools print it as one line
+    assert str(missing.value).startswith("data config has no 'test' section")  # not KeyError's quoted form
     with pytest.raises(ValueError, match="data.format is 'pascal'"):
         build_dataset({**data, "format": "pascal"}, "train")
 
