@@ -175,3 +175,23 @@ def install(shuffle=None):
     launch.build_dataset = standin_build_dataset
     if shuffle is not None:
         launch.build_dataloader = functools.partial(standin_build_dataloader, shuffle=shuffle)
+
+
+class SimulatedKill(BaseException):
+    """A SIGKILL: nothing runs after it (unlike Ctrl+C, which saves a checkpoint)."""
+
+
+def kill_training_at(monkeypatch, iteration: int):
+    """Make ``Trainer.run_step`` raise :class:`SimulatedKill` when it reaches ``iteration``;
+    returns a function that puts the real step back (for the resume that follows)."""
+    from detect.engine.trainer import Trainer
+
+    real_step = Trainer.run_step
+
+    def killed(self, images, targets):
+        if self.iteration == iteration:
+            raise SimulatedKill()
+        return real_step(self, images, targets)
+
+    monkeypatch.setattr(Trainer, "run_step", killed)
+    return lambda: monkeypatch.setattr(Trainer, "run_step", real_step)

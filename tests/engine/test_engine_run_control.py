@@ -14,7 +14,7 @@ from detect.engine.checkpoint import load_checkpoint
 from detect.engine.hooks import HookBase
 from detect.engine.launch import train
 from detect.engine.trainer import Trainer, TrainingInterrupted
-from engine_standins import tiny_config
+from engine_standins import SimulatedKill, kill_training_at, tiny_config
 from test_engine_tools import load_tool, write_config
 
 
@@ -177,20 +177,10 @@ def test_log_lines_without_a_progress_bar(tmp_path, standins):
 
 def test_metrics_after_a_resume_hold_each_iteration_once(tmp_path, standins, monkeypatch):
     cfg = tiny_config(tmp_path / "run", epochs=2, log_interval=1, checkpoint_interval_iters=3)
-    real_step = Trainer.run_step
-
-    class SimulatedKill(BaseException):
-        pass
-
-    def killed_at_iteration_7(self, images, targets):
-        if self.iteration == 7:
-            raise SimulatedKill()
-        return real_step(self, images, targets)
-
-    monkeypatch.setattr(Trainer, "run_step", killed_at_iteration_7)
+    restore_step = kill_training_at(monkeypatch, 7)
     with pytest.raises(SimulatedKill):
         train(cfg)
-    monkeypatch.setattr(Trainer, "run_step", real_step)
+    restore_step()
     assert [r["iteration"] for r in records(tmp_path / "run", "train")] == [1, 2, 3, 4, 5, 6, 7]  # 7 is past last.pth
     with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
         f.write('{"type": "train", "itera')  # a line cut off by the kill

@@ -14,7 +14,7 @@ from detect.engine.checkpoint import load_checkpoint, save_checkpoint
 from detect.engine.evaluation import evaluate_model
 from detect.engine.launch import evaluate, train
 from detect.engine.trainer import NonFiniteLossError, Trainer
-from engine_standins import TinyDataset, TinyDetector, standin_build_dataloader, tiny_config
+from engine_standins import SimulatedKill, TinyDataset, TinyDetector, kill_training_at, standin_build_dataloader, tiny_config
 
 
 def state(path):
@@ -117,20 +117,10 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, standins, monkeypatc
     reference = train(tiny_config(tmp_path / "ref", epochs=2, checkpoint_interval_iters=3))
     cfg = tiny_config(tmp_path / "run", epochs=2, checkpoint_interval_iters=3)
 
-    real_step = Trainer.run_step
-
-    class SimulatedKill(BaseException):
-        """A SIGKILL: nothing runs after it (unlike Ctrl+C, which saves a checkpoint)."""
-
-    def killed_at_iteration_7(self, images, targets):
-        if self.iteration == 7:
-            raise SimulatedKill()
-        return real_step(self, images, targets)
-
-    monkeypatch.setattr(Trainer, "run_step", killed_at_iteration_7)
+    restore_step = kill_training_at(monkeypatch, 7)
     with pytest.raises(SimulatedKill):
         train(cfg)
-    monkeypatch.setattr(Trainer, "run_step", real_step)
+    restore_step()
     interrupted = load_checkpoint(tmp_path / "run" / "last.pth")
     assert interrupted["iteration"] == 6 and interrupted["data_order"]["next_batch"] == 2
 
