@@ -15,6 +15,10 @@ install: $(STAMP)
 $(STAMP): setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@# Every OpenCV wheel writes the same cv2 module and the last one installed wins: put the
+	@# contrib build (selective search) back on top, then check that cv2.ximgproc is there.
+	$(PY) -m pip install --quiet -c constraints.txt --force-reinstall --no-deps opencv-contrib-python-headless
+	$(PY) -c "from detect.proposals.opencv_check import main; raise SystemExit(main())"
 	@touch $@
 
 # pytest exits 5 when it collects nothing; treat that as a failure, not a pass.

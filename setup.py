@@ -12,6 +12,9 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "detect" / "__init__.py").read_text()).group(1)
 
+PROPOSALS = ["opencv-contrib-python-headless"]
+EXPORT = ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"]
+
 setup(
     name="detect",
     version=VERSION,
@@ -30,7 +33,14 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"dev": ["pytest>=8", "timm>=1.0"]},
+    extras_require={
+        # selective search (R-CNN, Fast R-CNN): cv2.ximgproc; installed after the other OpenCV
+        # wheels, which write the same cv2 module (the Makefile reinstalls it last and checks)
+        "proposals": PROPOSALS,
+        "rcnn": PROPOSALS + ["scikit-learn>=1.3"],  # R-CNN's per-class linear SVMs (liblinear)
+        "export": EXPORT,
+        "dev": ["pytest>=8", "timm>=1.0", "tensorboard>=2.14", "scikit-learn>=1.3"] + PROPOSALS + EXPORT,
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Image Recognition",

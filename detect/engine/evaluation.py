@@ -100,7 +100,11 @@ def evaluate_model(
                     image_count += len(images)
                 if evaluator is not None:
                     with autocast() if autocast else nullcontext():
-                        outputs = model.predict(images)
+                        # R-CNN / Fast R-CNN classify the dataset's proposals (proposal_file=)
+                        proposals = ([t["proposals"] for t in targets_dev]
+                                     if getattr(model, "accepts_proposals", False) and targets_dev
+                                     and all("proposals" in t for t in targets_dev) else None)
+                        outputs = model.predict(images, proposals=proposals)
                     outputs = [{k: (v.float() if v.is_floating_point() else v).cpu() for k, v in o.items()} for o in outputs]
                     outputs = to_original_coordinates(outputs, images, targets)
                     evaluator.process(targets, outputs)

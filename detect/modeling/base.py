@@ -13,15 +13,20 @@ which the tools, the Predictor and the engine use instead of reaching into a fam
   of its results that picks the best checkpoint;
 - ``class_specific_prefixes``: the state-dict key prefixes whose shapes depend on K;
   ``--weights`` re-initialises them (and says so) when the class count changes;
-- ``validate_targets(targets, num_images)``: the per-task check ``loss`` runs on entry
-  (detection targets here; segmentation and proposal-carrying families override it).
+- ``validate_targets(targets, images)``: the per-task check ``loss`` runs on entry
+  (detection targets here; :class:`SemanticSegmenter` checks ``masks``);
+- ``accepts_proposals``: whether ``predict(images, proposals=...)`` and the training
+  targets' ``"proposals"`` are used (R-CNN, Fast R-CNN); other families refuse them.
 
 A subclass implements two methods:
 
 - ``_compute_losses(images, targets) -> dict[str, Tensor]``: scalar losses.
 - ``_compute_predictions(images) -> list[dict]``: per image ``boxes`` float32 [M, 4]
   (xyxy, coordinates of the input image as given), ``scores`` float32 [M],
-  ``labels`` int64 [M] in 1..K (segmenters return ``sem_seg`` instead).
+  ``labels`` int64 [M] in 1..K (segmenters return ``sem_seg`` float [K+1, H, W] logits at
+  the input size instead). A family with ``accepts_proposals`` implements
+  ``_compute_predictions(images, proposals=None)`` (``list[Tensor[P, 4]]`` or ``None``:
+  its own proposal generator).
 
 and this base class supplies the public API of ../shared/DESIGN.md:
 
@@ -33,7 +38,8 @@ and this base class supplies the public API of ../shared/DESIGN.md:
   with the module temporarily in eval mode and without gradients, and restores the
   mode afterwards, so neither changes any state.
 
-Inputs are validated on entry by :func:`validate_images` and :func:`validate_targets`.
+Inputs are validated on entry by :func:`validate_images`, :func:`validate_targets` (or
+:func:`validate_mask_targets`) and :func:`validate_proposals`.
 """
 from __future__ import annotations
 
@@ -123,6 +129,48 @@ def validate_targets(targets, num_images: int, num_classes: int) -> None:
             )
 
 
+def validate_mask_targets(targets, images, num_classes: int) -> None:
+    """Check segmentation targets: ``masks`` int64 ``[H, W]`` of image i's size, values in
+    ``0..num_classes`` or 255 (ignore). Raises ``UserInputError`` naming the image and value."""
+    if targets is None:
+        raise UserInputError("targets are required to compute losses: list of dicts with 'masks' int64 [H, W]")
+    if not isinstance(targets, (list, tuple)) or len(targets) != len(images):
+        got = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
+        raise UserInputError(f"expected a list of {len(images)} target dicts (one per image), got {got}")
+    bad_values = []
+    for i, (target, image) in enumerate(zip(targets, images)):
+        mask = target.get("masks") if isinstance(target, dict) else None
+        if not isinstance(mask, Tensor):
+            raise UserInputError(f"target {i}: expected a dict with 'masks' int64 [H, W] (0 background, "
+                                 f"1..{num_classes}, 255 ignore); build the dataset with masks=True")
+        if mask.dim() != 2 or tuple(mask.shape) != tuple(image.shape[-2:]):
+            raise UserInputError(f"target {i}: mask of shape {tuple(mask.shape)} does not match its image "
+                                 f"{tuple(image.shape[-2:])}; masks are [H, W] at the image's size")
+        if mask.dtype != torch.int64:
+            raise UserInputError(f"target {i}: masks must be int64, got {mask.dtype}")
+        bad_values.append(((mask > num_classes) & (mask != 255)) | (mask < 0))
+    flags = torch.stack([bad.any() for bad in bad_values])
+    if not bool(flags.any()):
+        return  # one host read for a valid batch
+    i = int(flags.nonzero()[0, 0])
+    values = torch.unique(targets[i]["masks"][bad_values[i]])[:5].tolist()
+    raise UserInputError(
+        f"target {i}: mask values {values} are outside 0..{num_classes} and not 255; masks hold 0 for "
+        f"background, 1..K for K={num_classes} classes and 255 for ignored pixels"
+    )
+
+
+def validate_proposals(proposals, num_images: int) -> None:
+    """``proposals``: a list of ``num_images`` float ``Tensor[P, 4]`` (xyxy; P = 0 allowed)."""
+    if not isinstance(proposals, (list, tuple)) or len(proposals) != num_images:
+        got = len(proposals) if isinstance(proposals, (list, tuple)) else type(proposals).__name__
+        raise UserInputError(f"proposals must be a list of {num_images} Tensor[P, 4] (one per image), got {got}")
+    for i, boxes in enumerate(proposals):
+        if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4 or not boxes.is_floating_point():
+            shape = f"{tuple(boxes.shape)} {boxes.dtype}" if isinstance(boxes, Tensor) else type(boxes).__name__
+            raise UserInputError(f"proposals of image {i}: expected a float Tensor [P, 4] (x1, y1, x2, y2), got {shape}")
+
+
 def checked_score_thresh(value) -> float:
     """``value`` as a float in 0..1, or ``ValueError``."""
     value = float(value)
@@ -141,6 +189,7 @@ class Detector(nn.Module):
     default_best_metric: str = "bbox/AP50"
     default_predict_score_thresh: float | None = None
     class_specific_prefixes: tuple[str, ...] = ()
+    accepts_proposals: bool = False
 
     # A plain float by default (``self.score_thresh = 0.05`` in a constructor); a family
     # whose post-processing lives in a sub-module overrides the property to delegate.
@@ -154,9 +203,9 @@ class Detector(nn.Module):
     def score_thresh(self, value: float) -> None:
         self.__dict__["_score_thresh"] = checked_score_thresh(value)
 
-    def validate_targets(self, targets, num_images: int) -> None:
+    def validate_targets(self, targets, images: list[Tensor]) -> None:
         """The per-task check of training targets (detection: boxes and labels)."""
-        validate_targets(targets, num_images, self.num_classes)
+        validate_targets(targets, len(images), self.num_classes)
 
     def forward(self, images, targets=None):
         if self.training:
@@ -165,17 +214,24 @@ class Detector(nn.Module):
 
     def loss(self, images, targets) -> dict[str, Tensor]:
         validate_images(images)
-        self.validate_targets(targets, len(images))
+        self.validate_targets(targets, images)
         return self._compute_losses(list(images), list(targets))
 
-    def predict(self, images) -> list[dict[str, Tensor]]:
+    def predict(self, images, proposals=None) -> list[dict[str, Tensor]]:
         validate_images(images)
+        kwargs = {}
+        if proposals is not None:
+            if not self.accepts_proposals:
+                raise UserInputError(f"{type(self).__name__} makes its own proposals (or has none); "
+                                     "predict(images, proposals=...) is for R-CNN and Fast R-CNN")
+            validate_proposals(proposals, len(images))
+            kwargs["proposals"] = list(proposals)
         was_training = self.training
         if was_training:
             self.eval()
         try:
             with torch.no_grad():
-                return self._compute_predictions(list(images))
+                return self._compute_predictions(list(images), **kwargs)
         finally:
             if was_training:
                 self.train()
@@ -185,3 +241,27 @@ class Detector(nn.Module):
 
     def _compute_predictions(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         raise NotImplementedError
+
+
+class SemanticSegmenter(Detector):
+    """Base of the segmentation family (FCN): ``masks`` targets, ``sem_seg`` outputs.
+
+    ``score_thresh`` does not apply (every pixel gets a class): reading it gives ``None``
+    and setting it raises. Evaluated by mIoU (``detect.evaluation.SemSegEvaluator``)."""
+
+    task = "semantic_segmentation"
+    default_metric = "miou"
+    default_best_metric = "sem_seg/mIoU"
+
+    @property
+    def score_thresh(self):
+        return None
+
+    @score_thresh.setter
+    def score_thresh(self, value) -> None:
+        if value is not None:
+            raise UserInputError(f"{type(self).__name__} labels every pixel; it has no score threshold "
+                                 f"(got score_thresh={value})")
+
+    def validate_targets(self, targets, images: list[Tensor]) -> None:
+        validate_mask_targets(targets, images, self.num_classes)

@@ -19,12 +19,18 @@ Contract
     ``(h, w)``, the aspect not kept; ``min_size`` and ``max_size`` are not used.
 
   The batch is zero-padded at the bottom and right to a common size divisible by
-  ``size_divisibility``. Target boxes are scaled with the image, per axis; the targets
-  passed in are not modified.
+  ``size_divisibility``. Target ``boxes`` and ``proposals`` are scaled with the image, per
+  axis; target ``masks`` (int64 ``[H, W]``) are resized nearest-neighbour to the resized
+  image's size (``pad_masks`` pads them into one ``[N, Hp, Wp]`` batch with 255 = ignore);
+  the targets passed in are not modified.
 - ``ImageBatch``: ``tensor [N, 3, Hp, Wp]``, ``image_sizes`` (the resized ``(h, w)`` of each
   image inside the padding) and ``original_sizes`` (the ``(H, W)`` given).
 - ``transform.postprocess(detections, batch)`` maps boxes from network-input pixels back
   to the pixels of the images as given (per axis, so the warp is undone exactly).
+- ``transform.scale_proposals(proposals, batch)`` maps given proposals (input-image pixels)
+  into network-input pixels, as the target boxes are.
+- ``transform.postprocess_sem_seg(logits, batch)``: ``[N, C, Hp, Wp]`` logits of the padded
+  batch to one ``[C, H, W]`` per image at the size given (padding cut off, then bilinear).
 
 In the shorter-side mode every step equals torchvision's ``GeneralizedRCNNTransform`` (same
 operation order, so the same floats), which the parity tests check.
@@ -65,6 +71,15 @@ def resized_size(height: int, width: int, min_size: float, max_size: float) -> t
     scale = min(min_size / min(height, width), max_size / max(height, width))
     # At least one pixel: a 10 x 3000 image capped to a small max_size would floor to 0.
     return max(1, int(math.floor(height * scale))), max(1, int(math.floor(width * scale)))
+
+
+def resize_mask(mask: Tensor, size: Sequence[int]) -> Tensor:
+    """An integer ``[H, W]`` label mask resized nearest-neighbour to ``size`` ``(h, w)``."""
+    if tuple(mask.shape[-2:]) == tuple(size):
+        return mask
+    # float32 holds 0..255 exactly; nearest neighbour never mixes labels
+    resized = F.interpolate(mask[None, None].float(), size=tuple(int(v) for v in size), mode="nearest")
+    return resized[0, 0].to(mask.dtype)
 
 
 def scale_boxes(boxes: Tensor, from_size: Sequence[int], to_size: Sequence[int]) -> Tensor:
@@ -159,10 +174,41 @@ class ImageTransform(nn.Module):
             resized.append(image)
             if targets is not None:
                 target = dict(targets[i])
-                target["boxes"] = scale_boxes(target["boxes"], original_sizes[i], image.shape[-2:])
+                for key in ("boxes", "proposals"):
+                    if key in target:
+                        target[key] = scale_boxes(target[key], original_sizes[i], image.shape[-2:])
+                if "masks" in target:
+                    target["masks"] = resize_mask(target["masks"], image.shape[-2:])
                 new_targets.append(target)
         image_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in resized]
         return ImageBatch(self.pad_to_batch(resized), image_sizes, original_sizes), new_targets
+
+    @staticmethod
+    def pad_masks(masks: list[Tensor], batch: ImageBatch, ignore_index: int = 255) -> Tensor:
+        """Per-image ``[h, w]`` masks (already at the resized sizes) as one ``[N, Hp, Wp]``
+        int64 batch; the padding is ``ignore_index`` so that no loss or metric sees it."""
+        height, width = batch.padded_size
+        out = masks[0].new_full((len(masks), height, width), ignore_index, dtype=torch.int64)
+        for i, mask in enumerate(masks):
+            out[i, : mask.shape[-2], : mask.shape[-1]].copy_(mask)
+        return out
+
+    def scale_proposals(self, proposals: list[Tensor], batch: ImageBatch) -> list[Tensor]:
+        """Proposals in the pixels of the images as given -> network-input pixels."""
+        return [scale_boxes(p, original, size)
+                for p, size, original in zip(proposals, batch.image_sizes, batch.original_sizes)]
+
+    @staticmethod
+    def postprocess_sem_seg(logits: Tensor, batch: ImageBatch) -> list[Tensor]:
+        """``[N, C, Hp, Wp]`` logits over the padded batch -> per image ``[C, H, W]`` at the
+        size of the image as given: the padding is cut off, then a bilinear resize."""
+        out = []
+        for i, (size, original) in enumerate(zip(batch.image_sizes, batch.original_sizes)):
+            image_logits = logits[i : i + 1, :, : size[0], : size[1]]
+            if tuple(size) != tuple(original):
+                image_logits = F.interpolate(image_logits, size=original, mode="bilinear", align_corners=False)
+            out.append(image_logits[0])
+        return out
 
     def postprocess(self, detections: list[dict], batch: ImageBatch) -> list[dict]:
         """Boxes back into the coordinates of the images as given (new dicts, same tensors otherwise)."""

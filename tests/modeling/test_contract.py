@@ -88,8 +88,8 @@ def test_loss_runs_the_family_target_check():
     class Checked(Detector):
         num_classes = 2
 
-        def validate_targets(self, targets, num_images):
-            calls.append(num_images)
+        def validate_targets(self, targets, images):
+            calls.append(len(images))
             raise ValueError("target 0: checked by the family")
 
     with pytest.raises(ValueError, match="checked by the family"):
