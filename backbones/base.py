@@ -51,6 +51,10 @@ def check_backbone_input(x: Tensor, name: str) -> Tensor:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} expects a Tensor[B, 3, H, W], got {type(x).__name__}; stack "
                          f"a list of [3, H, W] images with torch.stack (same size) first")
+    if torch.jit.is_tracing():
+        # Export (detect.export) checks its input itself; a shape test here would only be
+        # frozen into the trace as a constant.
+        return x
     if x.dim() != 4 or x.shape[1] != 3:
         hint = " (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else ""
         raise ValueError(f"{name} expects a Tensor[B, 3, H, W], got shape {list(x.shape)}{hint}")

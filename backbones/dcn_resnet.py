@@ -92,7 +92,8 @@ class DeformableResNet(ResNet):
         dcn_stages (Sequence[str]): stages whose 3x3 convs are deformable, from
             ``("c2", "c3", "c4", "c5")``; default ``("c3", "c4", "c5")``.
         deform_groups (int): offset groups per deformable conv (1, as DCNv2's ResNet).
-        norm, frozen_stages, out_features, zero_init_residual: as :class:`ResNet`.
+        norm, frozen_stages, out_features, zero_init_residual, replace_stride_with_dilation:
+            as :class:`ResNet` (a dilated stage's deformable convs dilate their sampling grid).
 
     ``weights="torchvision"`` loads torchvision's plain ``resnet{depth}`` weights; the offset
     convs keep their zero initialisation and are listed as new.
@@ -101,7 +102,8 @@ class DeformableResNet(ResNet):
     def __init__(self, depth: int = 50, dcn_version: int = 1,
                  dcn_stages: Sequence[str] = ("c3", "c4", "c5"), deform_groups: int = 1,
                  norm: str = "bn", frozen_stages: int = -1,
-                 out_features: Sequence[str] | None = None, zero_init_residual: bool = False):
+                 out_features: Sequence[str] | None = None, zero_init_residual: bool = False,
+                 replace_stride_with_dilation: Sequence[bool] | None = None):
         if depth not in ARCHITECTURES or ARCHITECTURES[depth][0] is not Bottleneck:
             bottlenecks = [d for d, (block, _) in ARCHITECTURES.items() if block is Bottleneck]
             raise ValueError(f"deformable ResNet depth={depth!r} must be one of {bottlenecks}")
@@ -112,14 +114,17 @@ class DeformableResNet(ResNet):
         if unknown:
             raise ValueError(f"dcn_stages={list(dcn_stages)} must be a subset of {list(STAGE_NAMES)}")
 
-        def conv2_factory(stage_index: int, channels: int, stride: int) -> nn.Module | None:
+        def conv2_factory(stage_index: int, channels: int, stride: int, dilation: int) -> nn.Module | None:
             if STAGE_NAMES[stage_index] not in dcn_stages:
-                return None
-            return DeformableConv2d(channels, channels, 3, stride, 1, version=dcn_version,
-                                    deform_groups=deform_groups)
+                if dilation == 1:
+                    return None
+                return nn.Conv2d(channels, channels, 3, stride, dilation, dilation=dilation, bias=False)
+            return DeformableConv2d(channels, channels, 3, stride, dilation, dilation=dilation,
+                                    version=dcn_version, deform_groups=deform_groups)
 
         super().__init__(depth, norm, frozen_stages, out_features, zero_init_residual,
-                         conv2_factory=conv2_factory)
+                         conv2_factory=conv2_factory,
+                         replace_stride_with_dilation=replace_stride_with_dilation)
         self.dcn_version = dcn_version
         self.dcn_stages = dcn_stages
         self.name = f"dcn_resnet{depth} (v{dcn_version}, deformable in {', '.join(dcn_stages)})"

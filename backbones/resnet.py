@@ -7,6 +7,15 @@ convolution ("ResNet v1.5"), as torchvision, detectron2 and mmdetection (pytorch
 
 Outputs ``c2`` (after layer1), ``c3``, ``c4``, ``c5`` (after layer4): for an input of size H,
 ``cN`` is ``ceil(H / 2**N)`` high (every stride-2 layer pads so that it rounds up).
+
+Dilation (bottleneck depths 50/101/152), as torchvision's ``replace_stride_with_dilation``:
+``replace_stride_with_dilation=(False, True, True)`` (one flag for each of layer2, layer3,
+layer4) replaces a stage's stride 2 by stride 1 and doubles the running dilation, which that
+stage's 3x3 convolutions use from its second block on (the first block keeps the previous
+dilation), with padding = dilation. Parameter names and shapes are unchanged (torchvision weights
+load). The output names stay ``c2..c5`` but :attr:`strides` gives their real strides, e.g.
+``{"c2": 4, "c3": 8, "c4": 8, "c5": 8}`` for ``(False, True, True)`` (torchvision's FCN and
+DeepLab trunk at output stride 8) and ``size_divisibility`` is the largest of them.
 """
 from __future__ import annotations
 
@@ -104,6 +113,8 @@ class ResNet(Backbone):
             keys in a weights file are ignored.
         zero_init_residual (bool): start the last norm of every block at zero, so that each
             block begins as the identity (Goyal et al., 2017); for training from scratch.
+        replace_stride_with_dilation (Sequence[bool] | None): three flags for layer2..layer4,
+            torchvision's semantics (see the module docstring); bottleneck depths only.
 
     Channels: ``c2..c5`` = 64, 128, 256, 512 for depths 18/34 and 256, 512, 1024, 2048 for
     50/101/152. ``weights="torchvision"`` loads torchvision's ``resnet{depth}`` ImageNet weights.
@@ -111,10 +122,12 @@ class ResNet(Backbone):
 
     def __init__(self, depth: int = 50, norm: str = "bn", frozen_stages: int = -1,
                  out_features: Sequence[str] | None = None, zero_init_residual: bool = False,
-                 conv2_factory: Callable[[int, int, int], nn.Module | None] | None = None):
+                 conv2_factory: Callable[[int, int, int, int], nn.Module | None] | None = None,
+                 replace_stride_with_dilation: Sequence[bool] | None = None):
         super().__init__()
         if depth not in self.architectures:
             raise ValueError(f"{self.family} depth={depth!r} is not one of {sorted(self.architectures)}")
+        dilate = self._check_dilation(replace_stride_with_dilation, depth)
         self.depth = depth
         self.norm_type = check_norm(norm)
         self.torchvision_name = f"resnet{depth}" if self.has_torchvision_weights else None
@@ -128,21 +141,34 @@ class ResNet(Backbone):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         channels, in_channels, stages = {}, 64, [[self.conv1, self.bn1]]
+        dilation, output_stride, self._feature_strides = 1, 4, {}
         for index in range(self.num_stages):
             width = 64 * 2 ** index
             stride = 1 if index == 0 else 2
+            previous_dilation = dilation
+            if index > 0 and dilate[index - 1]:
+                dilation, stride = dilation * stride, 1
+            output_stride *= stride
             blocks = []
             for b in range(blocks_per_stage[index]):
                 block_stride = stride if b == 0 else 1
+                block_dilation = previous_dilation if b == 0 else dilation
                 # The 3x3 conv2 carries the stride in a Bottleneck, conv1 in a BasicBlock.
                 conv2_stride = block_stride if issubclass(block, Bottleneck) else 1
-                conv2 = None if conv2_factory is None else conv2_factory(index, width, conv2_stride)
+                conv2 = None
+                if conv2_factory is not None:
+                    conv2 = conv2_factory(index, width, conv2_stride, block_dilation)
+                elif block_dilation != 1:
+                    conv2 = nn.Conv2d(width, width, 3, conv2_stride, block_dilation,
+                                      dilation=block_dilation, bias=False)
                 blocks.append(self._make_block(block, in_channels, width, block_stride, norm, conv2))
                 in_channels = width * block.expansion
             layer = nn.Sequential(*blocks)
             self.add_module(f"layer{index + 1}", layer)
             channels[STAGE_NAMES[index]] = in_channels
+            self._feature_strides[STAGE_NAMES[index]] = output_stride
             stages.append([layer])
+        self.replace_stride_with_dilation = tuple(dilate)
         self._layer_to_output = {f"layer{i + 1}": STAGE_NAMES[i] for i in range(self.num_stages)}
         self._init_weights(zero_init_residual)
         self._finish_init(channels, out_features, stages, frozen_stages)
@@ -158,6 +184,24 @@ class ResNet(Backbone):
 
     def _make_block(self, block, in_channels: int, width: int, stride: int, norm: str, conv2) -> nn.Module:
         return block(in_channels, width, stride, norm, conv2)
+
+    def _check_dilation(self, flags: Sequence[bool] | None, depth: int) -> tuple[bool, bool, bool]:
+        if flags is None:
+            return (False, False, False)
+        flags = tuple(flags)
+        if len(flags) != 3 or not all(isinstance(f, bool) for f in flags):
+            raise ValueError(f"{self.family}: replace_stride_with_dilation={list(flags)!r} must be three "
+                             f"booleans, one for each of layer2, layer3, layer4 (e.g. (False, True, True))")
+        if any(flags) and not issubclass(self.architectures[depth][0], Bottleneck):
+            raise ValueError(f"{self.family}-{depth}: dilation needs bottleneck blocks (depth 50, 101 or "
+                             f"152), as in torchvision; got replace_stride_with_dilation={list(flags)}")
+        return flags
+
+    def _set_out_features(self, out_features: Sequence[str], channels: dict[str, int]) -> None:
+        super()._set_out_features(out_features, channels)
+        # Dilated stages keep their name but not the stride 2**N.
+        self.strides = {name: self._feature_strides[name] for name in self.out_features}
+        self.size_divisibility = max(self.strides.values())
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():

@@ -16,6 +16,26 @@ Faster R-CNN paper uses) and its ``c5`` the last max-pool; ``tv:resnet50``'s ``c
 returned by default. Swin's channels-last trunk outputs are returned as ``[B, C, H, W]``
 views. ViT has no multi-stride feature maps and is rejected.
 
+``cn_unit="first"`` takes ``cN`` from the **first** unit at stride 2**N instead: the layer that
+enters that stride, i.e. VGG's and AlexNet's max-pools, so ``tv:vgg16`` then returns pool3
+(``features.16``) as ``c3``, pool4 (``features.23``) as ``c4`` and pool5 (``features.30``) as
+``c5``, the taps of FCN-8s/16s/32s. The default ``cn_unit="last"`` is unchanged.
+
+Classifier fully connected layers (VGG and AlexNet, whose classifier is an MLP):
+``classifier_fc=True`` keeps fc6 and fc7, registered under torchvision's own ``classifier``
+container (VGG ``classifier.0`` / ``classifier.3``, AlexNet ``classifier.1`` / ``classifier.4``),
+so a torchvision state dict loads their ImageNet weights without renaming; fc8 (the 1000-way
+layer), the ReLUs and dropouts are dropped. ``backbone.classifier_fc`` is then
+``nn.ModuleDict({"fc6": nn.Linear, "fc7": nn.Linear})`` (the same modules, not copies; not
+registered a second time, so no key appears twice in the state dict) and
+``backbone.classifier_input`` the ``(C, h, w)`` its flattened input has (VGG ``(512, 7, 7)``,
+AlexNet ``(256, 6, 6)``: torchvision's adaptive average pool output, which the user applies,
+e.g. as RoI pooling to 7x7 or as fc6-as-a-7x7-convolution). ``forward`` never runs them: it
+returns the same features as without them. Both attributes are ``None`` otherwise (the
+default, and families without an MLP classifier, for which ``classifier_fc=True`` raises).
+``pop_classifier_fc()`` removes them from the backbone and returns them (FCN turns them into
+convolutions).
+
 ``frozen_stages=k`` freezes every unit whose output stride is at most ``2**(k+1)`` (so 0 is
 the stride-2 stem, which a model entering directly at stride 4, such as Swin or ConvNeXt,
 does not have). ``norm="frozen_bn"`` swaps every BatchNorm2d for a FrozenBatchNorm2d;
@@ -84,6 +104,12 @@ TRUNKS: dict[str, TrunkSpec] = {
     "swin": TrunkSpec(("features", "norm"), channels_last=True),
     "maxvit": TrunkSpec(("stem", "blocks"), probe_size=224),
 }
+#: family prefix -> (indices of fc6, fc7 in ``model.classifier``, (C, h, w) of its flattened input)
+CLASSIFIER_FC: dict[str, tuple[tuple[int, int], tuple[int, int, int]]] = {
+    "vgg": ((0, 3), (512, 7, 7)),
+    "alexnet": ((1, 4), (256, 6, 6)),
+}
+CN_UNITS = ("last", "first")
 #: Families without a multi-stride convolutional trunk.
 UNSUPPORTED = {"vit": "ViT has a single stride-16 token map and no multi-stride features"}
 
@@ -162,6 +188,10 @@ class TorchvisionBackbone(Backbone):
         frozen_stages (int): -1 nothing; k freezes every unit up to stride ``2**(k+1)``.
         out_features (Sequence[str] | None): subset of the available ``cN``; default every one
             with stride >= 4.
+        cn_unit (str): "last" (default): ``cN`` is the last unit at stride 2**N (VGG c4 =
+            conv5_3); "first": the first one (VGG/AlexNet: the max-pools, c3..c5 = pool3..pool5).
+        classifier_fc (bool): keep the classifier's fc6 and fc7 (VGG, AlexNet) as
+            :attr:`classifier_fc`; see the module docstring.
         model (nn.Module | None): an existing instance of torchvision's ``model_name`` class
             (a fine-tuned classifier, say) to wrap instead of building one; its trunk modules
             are taken over, not copied.
@@ -173,7 +203,7 @@ class TorchvisionBackbone(Backbone):
 
     def __init__(self, model_name: str, norm: str = "bn", frozen_stages: int = -1,
                  out_features: Sequence[str] | None = None, model: nn.Module | None = None,
-                 **model_kwargs):
+                 cn_unit: str = "last", classifier_fc: bool = False, **model_kwargs):
         super().__init__()
         from torchvision.models import get_model
 
@@ -182,6 +212,13 @@ class TorchvisionBackbone(Backbone):
             raise ValueError(f"tv:{model_name} is not a torchvision classification model; "
                              f"available: {', '.join(available_models)}")
         spec = trunk_spec(model_name)
+        if cn_unit not in CN_UNITS:
+            raise ValueError(f"tv:{model_name}: cn_unit={cn_unit!r} must be one of {CN_UNITS} "
+                             f"('first' takes cN from the layer entering stride 2**N, e.g. VGG's pools)")
+        fc_spec = next((fc for prefix, fc in CLASSIFIER_FC.items() if model_name.startswith(prefix)), None)
+        if classifier_fc and fc_spec is None:
+            raise ValueError(f"tv:{model_name}: classifier_fc=True needs an MLP classifier (fc6, fc7); "
+                             f"families with one: {', '.join(CLASSIFIER_FC)}")
         norm = check_norm(norm)
         if norm == "gn":
             raise ValueError(f"tv:{model_name} supports norm='bn' or 'frozen_bn'; GroupNorm would "
@@ -204,16 +241,19 @@ class TorchvisionBackbone(Backbone):
         units = _units(model, spec)
         shapes = _probe(model_name, spec, model)
 
-        # cN is the last unit at stride 2**N.
-        last_unit_at = {stride: index for index, (stride, _) in enumerate(shapes)}
+        # cN is the last (or, with cn_unit="first", the first) unit at stride 2**N.
+        unit_at = {stride: index for index, (stride, _) in enumerate(shapes)}
+        if cn_unit == "first":
+            unit_at = {stride: index for index, (stride, _) in reversed(list(enumerate(shapes)))}
+            unit_at = dict(sorted(unit_at.items()))
         self.available_channels = {f"c{int(math.log2(stride))}": shapes[index][1]
-                                   for stride, index in sorted(last_unit_at.items())}
+                                   for stride, index in sorted(unit_at.items())}
         default = [name for name in self.available_channels if int(name[1:]) >= 2]
         out_features = self.resolve_out_features(out_features, list(self.available_channels),
                                                  default, f"tv:{model_name}")
-        last_index = last_unit_at[2 ** int(out_features[-1][1:])]
+        last_index = unit_at[2 ** int(out_features[-1][1:])]
         kept = units[: last_index + 1]
-        self._emit = {last_unit_at[2 ** int(name[1:])]: name for name in out_features}
+        self._emit = {unit_at[2 ** int(name[1:])]: name for name in out_features}
         if spec.final_relu and last_index == len(units) - 1:
             self._final_relu_on = last_index
         else:
@@ -233,6 +273,21 @@ class TorchvisionBackbone(Backbone):
                 continue
             self.add_module(name, module)
         self._unit_paths = [path for path, _ in kept]
+        self.cn_unit = cn_unit
+        self.classifier_input = None
+        self.__dict__["_classifier_fc"] = None
+        if classifier_fc:
+            (fc6, fc7), self.classifier_input = fc_spec
+            classifier = model.classifier
+            layers = {"fc6": classifier[fc6], "fc7": classifier[fc7]}
+            for child in [c for c, _ in classifier.named_children() if int(c) not in (fc6, fc7)]:
+                delattr(classifier, child)
+            self.add_module("classifier", classifier)
+            self._unit_paths_fc = [f"classifier.{fc6}", f"classifier.{fc7}"]
+            # Held outside _modules: the layers are registered once, under "classifier".
+            self.__dict__["_classifier_fc"] = nn.ModuleDict(layers)
+        else:
+            self._unit_paths_fc = []
         self._unit_strides = [stride for stride, _ in shapes[: last_index + 1]]
         self._channels_last_units = spec.channels_last
         self.input_transform = InputTransform() if self.transform_input else None
@@ -246,6 +301,26 @@ class TorchvisionBackbone(Backbone):
         if stride_groups[0] != 2:  # no stride-2 stem (Swin, ConvNeXt): stage 0 is empty
             stages.insert(0, [])
         self._finish_init(self.available_channels, out_features, stages, frozen_stages)
+
+    @property
+    def classifier_fc(self) -> nn.ModuleDict | None:
+        """``{"fc6": nn.Linear, "fc7": nn.Linear}`` with the classifier's weights, or ``None``
+        (built without ``classifier_fc=True``); see the module docstring."""
+        return self.__dict__["_classifier_fc"]
+
+    def pop_classifier_fc(self) -> nn.ModuleDict:
+        """Remove fc6 and fc7 from this backbone, in place, and return them (with their
+        weights) as ``{"fc6", "fc7"}``: for a model that re-expresses them (FCN's
+        convolutionalised fc6/fc7) and should not hold them twice. Afterwards
+        :attr:`classifier_fc` is ``None`` and their keys in a weights file are ignored."""
+        layers = self.classifier_fc
+        if layers is None:
+            raise ValueError(f"{self.name} was built without classifier_fc=True; nothing to pop")
+        delattr(self, "classifier")
+        self.__dict__["_classifier_fc"] = None
+        self._unit_paths_fc = []
+        self.__dict__.pop("_own_prefixes", None)
+        return layers
 
     @property
     def torchvision_nodes(self) -> dict[str, str]:
@@ -274,5 +349,6 @@ class TorchvisionBackbone(Backbone):
         return outputs
 
     def is_ignorable_weight(self, key: str) -> bool:
-        own = self.__dict__.setdefault("_own_prefixes", tuple(p + "." for p in self._unit_paths))
+        own = self.__dict__.setdefault(
+            "_own_prefixes", tuple(p + "." for p in [*self._unit_paths, *self._unit_paths_fc]))
         return not key.startswith(own)

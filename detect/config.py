@@ -106,10 +106,11 @@ DEFAULTS: dict[str, Any] = dict(
             bias_weight_decay=None,  # decay on other biases; None: weight_decay
         ),
         scheduler=dict(
-            name="multistep",    # multistep | cosine | constant; stepped every iteration
+            name="multistep",    # multistep | cosine | poly | constant; stepped every iteration
             milestones=(8, 11),  # multistep, in epochs
             gamma=0.1,           # multistep
             min_lr_ratio=0.0,    # cosine: final lr / base lr
+            power=0.9,           # poly: (1 - it / total) ** power
             warmup_iters=500,    # linear warm-up length in iterations (capped at the run length)
             warmup_factor=0.001,  # lr multiplier at iteration 0
         ),
@@ -225,7 +226,8 @@ _VALUE_CHECKS = (
     ("train.optimizer.name", lambda v: str(v).lower() in ("sgd", "adamw"), "'sgd' or 'adamw'"),
     ("train.optimizer.lr", lambda v: _number(v) and v > 0, "a number > 0"),
     ("train.optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0"),
-    ("train.scheduler.name", lambda v: v in ("multistep", "cosine", "constant"), "'multistep', 'cosine' or 'constant'"),
+    ("train.scheduler.name", lambda v: v in ("multistep", "cosine", "poly", "constant"),
+     "'multistep', 'cosine', 'poly' or 'constant'"),
     ("train.scheduler.warmup_iters", lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     ("train.clip_grad_norm", lambda v: v is None or (_number(v) and v > 0), "None or a number > 0"),
     ("train.nonfinite_loss", lambda v: v in ("skip", "stop"), "'skip' or 'stop'"),

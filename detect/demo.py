@@ -1,11 +1,13 @@
 """The `make demo` job: the whole product on the built-in shapes dataset, on a CPU.
 
 1. generate the shapes dataset (COCO JSON + JPEGs + VOC XML + masks) under ``data/shapes``;
-2. train a detector with a small backbone: Faster R-CNN (``configs/faster_rcnn/shapes_demo.py``,
-   the default) or YOLOv1 (``model="yolov1"``: ``configs/yolov1/shapes_cpu.py``);
-3. evaluate the best checkpoint on the held-out split (VOC mAP50, all-point);
-4. run inference on a held-out image and on a short generated video;
-5. print the mAP, the wall time and where every output is.
+2. train a model with a small backbone: Faster R-CNN (``configs/faster_rcnn/shapes_demo.py``,
+   the default), YOLOv1 (``model="yolov1"``: ``configs/yolov1/shapes_cpu.py``) or the FCN
+   segmenter (``model="fcn"``: ``configs/fcn/shapes_cpu.py``, on the shapes set's masks);
+3. evaluate the best checkpoint on the held-out split (VOC mAP50, all-point; FCN: mIoU);
+4. run inference on a held-out image and on a short generated video (FCN: colour
+   overlays with a legend and palette label PNGs);
+5. print the metric, the wall time and where every output is.
 
 Everything goes through the same library calls as tools/train.py, tools/eval.py and
 tools/infer.py, so the demo exercises the real paths.
@@ -21,8 +23,11 @@ from detect.errors import UserInputError
 _CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 #: The demo recipe of each family that has one (``tools/demo.py --model NAME``).
 DEMO_CONFIGS = {
-    "faster_rcnn": _CONFIGS / "faster_rcnn" / "shapes_demo.py",
-    "yolov1": _CONFIGS / "yolov1" / "shapes_cpu.py",
+    name: path for name, path in {
+        "faster_rcnn": _CONFIGS / "faster_rcnn" / "shapes_demo.py",
+        "yolov1": _CONFIGS / "yolov1" / "shapes_cpu.py",
+        "fcn": _CONFIGS / "fcn" / "shapes_cpu.py",
+    }.items() if path.is_file()
 }
 DEFAULT_CONFIG = DEMO_CONFIGS["faster_rcnn"]
 
@@ -67,15 +72,19 @@ def run_demo(config_path: str | Path = DEFAULT_CONFIG, output_dir: str | Path = 
         "checkpoint": checkpoint,
         "annotated image": str(image_result.images[0]) if image_result.images else None,
         "annotated video": str(video_result.videos[0]) if video_result.videos else None,
-        "detections JSON": str(video_result.json_path),
+        f"{'detections' if video_result.task == 'detection' else 'segmentation'} JSON": str(video_result.json_path),
         "input video": str(video),
     }
-    metric_name = config["eval"]["best_metric"]
+    if image_result.label_maps:  # a segmentation model: the held-out image's palette label PNG
+        outputs["label PNG"] = str(image_result.label_maps[0])
+    # "auto" in the config: the metric training picked best.pth by (the model's default)
+    metric_name = (summary.get("best") or {}).get("metric") or config["eval"]["best_metric"]
     print()
     print("=" * 72)
     print(f"demo finished in {seconds / 60:.1f} min (training {train_seconds / 60:.1f} min)")
-    print(f"shapes val {metric_name} = {metrics.get(metric_name, float('nan')):.3f}"
-          f"  (COCO-style AP@[.5:.95] is not the demo's metric; see tools/eval.py)")
+    note = ("  (COCO-style AP@[.5:.95] is not the demo's metric; see tools/eval.py)"
+            if metric_name.startswith("bbox/") else "")
+    print(f"shapes val {metric_name} = {metrics.get(metric_name, float('nan')):.3f}{note}")
     for name, path in outputs.items():
         print(f"  {name:16s} {path}")
     print("=" * 72)

@@ -154,7 +154,7 @@ def test_recipes_exist():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_shipped_configs_load(path):
     cfg = load_config(path)
-    assert cfg["model"]["name"] and cfg["data"]["format"] in ("coco", "voc", "yolo", "shapes")
+    assert cfg["model"]["name"] and cfg["data"]["format"] in ("coco", "voc", "yolo", "shapes", "pennfudan", "sbd")
     # None: filled in from the training set's classes
     assert cfg["model"]["num_classes"] is None or cfg["model"]["num_classes"] >= 1
 

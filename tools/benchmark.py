@@ -4,6 +4,9 @@
     python tools/benchmark.py backbones [--channels-last] [--threads 2]
     python tools/benchmark.py data --root ../shared/data/BCCD
     python tools/benchmark.py detector [--train] [--threads 2]
+    python tools/benchmark.py segmentation [--threads 2] [--size 520]
+    python tools/benchmark.py export
+    python tools/benchmark.py proposals [--svd]
 
 Each suite prints a markdown table (medians over repeats, ratio ours / torchvision)
 with the machine and command; docs/benchmarks.md records the figures.
@@ -22,6 +25,9 @@ SUITES = {
     "backbones": "detect.benchmarks.backbones",
     "data": "detect.benchmarks.data_pipeline",
     "detector": "detect.benchmarks.detectors",
+    "export": "detect.benchmarks.export",
+    "segmentation": "detect.benchmarks.segmentation",
+    "proposals": "detect.benchmarks.proposal_detectors",
 }
 
 

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
                                                        "YOLO data.yaml or images/ + labels/): detected, then checked")
     parser.add_argument("--config", help="a config file; its data section is checked")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (with --config)")
-    parser.add_argument("--format", choices=("coco", "voc", "yolo", "shapes"))
+    parser.add_argument("--format", choices=("coco", "voc", "yolo", "shapes", "pennfudan", "sbd"))
     parser.add_argument("--root", help="VOC root (JPEGImages, Annotations, ImageSets) or shapes root")
     parser.add_argument("--image-dir", help="COCO / YOLO image folder")
     parser.add_argument("--ann-file", help="COCO instances JSON")

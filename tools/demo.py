@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """`make demo`: train, evaluate and run inference on the built-in shapes dataset.
 
-    python tools/demo.py [--model faster_rcnn|yolov1] [--output-dir runs/demo] [--set train.epochs=4 ...] [--device cpu]
+    python tools/demo.py [--model faster_rcnn|yolov1|fcn] [--output-dir runs/demo] [--set train.epochs=4 ...] [--device cpu]
 """
 import argparse
 import sys

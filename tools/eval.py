@@ -8,7 +8,10 @@
 Results are labelled by the split (test/bbox/AP50, test/loss). Into --output-dir (default:
 eval_<split> beside the checkpoint) go <split>_metrics.json (the labelled metrics, the
 confusion matrix and the per-class precision-recall points) and, for box metrics,
-<split>_confusion_matrix.png and <split>_pr_curves.png. Output paths are checked before
+<split>_confusion_matrix.png and <split>_pr_curves.png. A segmentation checkpoint (FCN) is
+evaluated by mIoU: <split>/sem_seg/mIoU, fwIoU, mAcc, pAcc and a per-class IoU table, with
+the pixel confusion matrix in the JSON and <split>_confusion_matrix.png (--save-results is
+for box detections: tools/infer.py writes label maps). Output paths are checked before
 the evaluation starts. Everything happens in detect.engine.launch.evaluate.
 """
 import argparse
@@ -37,7 +40,7 @@ def main(argv=None):
     parser.add_argument("--data", metavar="PATH",
                         help="evaluate on the dataset at PATH (any layout --data of tools/train.py takes)"),
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="override config values")
-    parser.add_argument("--save-results", metavar="PATH", help="write the detections as COCO-format results JSON")
+    parser.add_argument("--save-results", metavar="PATH", help="write the detections as COCO-format results JSON (detectors)")
     parser.add_argument("--split", default="val", help="data split to evaluate (default: val)")
     parser.add_argument("--output-dir", default="auto", metavar="DIR",
                         help="where the metrics JSON and plots go (default: eval_<split> beside the checkpoint, "

@@ -7,7 +7,10 @@
     python tools/infer.py --checkpoint best.pth --source 0            # webcam 0, Ctrl+C stops
 
 Writes annotated images, an annotated video per video source (same fps and frame count)
-and detections.json into --output. An --output that is an input, or the folder of one, is
+and detections.json into --output. A segmentation checkpoint (FCN) writes colour overlays
+with a legend (images and videos alike), labels/<stem>.png per image (Pascal VOC palette
+PNGs: index = label, 0 background; --frame-labels adds one per video frame) and
+segmentation.json (per image the pixels of each class). An --output that is an input, or the folder of one, is
 refused; an --output that already holds files (an earlier run) is left alone and the
 results go to the next free <output>-2, <output>-3, ... unless --exist-ok.
 Everything is done by detect.inference.run_inference.
@@ -34,12 +37,15 @@ def main(argv=None):
                         help="write into an existing non-empty --output, replacing files of the same names")
     parser.add_argument("--score-thresh", type=fraction, default=None,
                         help="drop detections scoring below this (default: the model's own score_thresh, "
-                             "stored in the checkpoint's config; 0.05 for Faster R-CNN)")
+                             "stored in the checkpoint's config; 0.05 for Faster R-CNN); detectors only")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default: %(default)s)")
     parser.add_argument("--half", action="store_true", help="float16 autocast on CUDA, bfloat16 on the CPU")
     parser.add_argument("--max-frames", type=int, default=None, help="stop each video or webcam after N frames")
-    parser.add_argument("--no-save-images", action="store_true", help="write only detections.json")
+    parser.add_argument("--no-save-images", action="store_true",
+                        help="write only the JSON (detections.json, or segmentation.json)")
+    parser.add_argument("--frame-labels", action="store_true",
+                        help="segmentation: also write a label PNG per video frame (labels/<video>/<frame>.png)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_debug_argument(parser)
     args = parser.parse_args(argv)
@@ -60,6 +66,7 @@ def main(argv=None):
         max_frames=args.max_frames,
         progress=not args.quiet,
         exist_ok=args.exist_ok,
+        save_frame_labels=args.frame_labels,
     )
     print(result.summary())
     return result

@@ -40,6 +40,9 @@ _EXPORTS = {
     "derive_class_names": "detect.data.sources",
     "apply_data_path": "detect.data.sources",
     "Problem": "detect.data.checks",
+    "MaskError": "detect.data.checks",
+    "PennFudanDataset": "detect.data.pennfudan",
+    "SBDSegmentation": "detect.data.sbd",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -3,7 +3,7 @@
 ``data_cfg`` (docs/ABSTRACTIONS.md, "Configs")::
 
     data = dict(
-        format="coco" | "voc" | "yolo" | "shapes",
+        format="coco" | "voc" | "yolo" | "shapes" | "pennfudan" | "sbd",
         root=None,                      # default for every split (voc, shapes)
         train=dict(...), val=dict(...), # per split; keys below override data-level ones
         class_names=None,               # None / "derive": detect.data.sources.derive_class_names
@@ -21,6 +21,17 @@ Per-split keys by format:
 - ``voc``: ``root`` (VOCdevkit/VOC2007-style folder), ``split`` (ImageSets/Main/<split>.txt,
   default: the split name).
 - ``yolo``: ``image_dir`` (folder or list file), optional ``label_dir``.
+- ``pennfudan``: ``root``, ``split`` ("train" | "val" | "all", default: the split name),
+  ``val_fraction`` (0.2), ``split_seed`` (0) (:mod:`detect.data.pennfudan`; the last three
+  may sit at data level).
+- ``sbd``: ``root`` (``benchmark_RELEASE/dataset``), ``split`` (default: the split name;
+  ``"seg11valid"`` too), ``voc_root`` (:mod:`detect.data.sbd`); ``masks`` defaults to True.
+- ``coco`` also: ``category_ids`` (``"voc"`` or a list of ids: only those categories, label
+  k = ``category_ids[k-1]``), ``mask_style`` ("detect" | "torchvision"), and per split
+  ``min_labelled_area`` (see :class:`detect.data.coco.CocoDetection`).
+- every format: ``proposal_file`` (optional): a proposal file (:mod:`detect.proposals.files`)
+  whose boxes the split's items carry as ``target["proposals"]`` (R-CNN, Fast R-CNN); every
+  image id of the split must be in it.
 - every format: ``images`` (optional): the names of the images the split keeps (paths
   relative to the image folder: COCO ``image_dir``, VOC ``JPEGImages``, YOLO ``image_dir``),
   e.g. the seeded validation split that :func:`detect.data.sources.apply_data_path` writes.
@@ -49,7 +60,7 @@ class DataConfigError(ConfigError, KeyError):
 
 __all__ = ["build_dataset", "build_dataloader", "resolve_split", "parse_split", "SplitSpec", "DATA_FORMATS"]
 
-DATA_FORMATS = ("coco", "voc", "yolo", "shapes")
+DATA_FORMATS = ("coco", "voc", "yolo", "shapes", "pennfudan", "sbd")
 
 # Keys that may appear in data_cfg or a split dict and are not passed to a reader.
 _LOADER_KEYS = {"batch_size", "num_workers", "aspect_ratio_grouping", "seed", "pin_memory"}
@@ -82,10 +93,14 @@ class SplitSpec:
     filter_empty: bool = False
     masks: bool = False
     options: dict = field(default_factory=dict)  # use_difficult, tolerance
+    proposal_file: Any = None
 
 
-_SOURCE_KEYS = {"coco": ("image_dir", "ann_file"), "voc": ("root", "split"), "yolo": ("image_dir", "label_dir")}
-_DATASET_KEYS = {"coco": ("tolerance", "images"), "voc": ("use_difficult", "tolerance", "images"),
+_SOURCE_KEYS = {"coco": ("image_dir", "ann_file"), "voc": ("root", "split"), "yolo": ("image_dir", "label_dir"),
+                "pennfudan": ("root", "split", "val_fraction", "split_seed"), "sbd": ("root", "split", "voc_root")}
+_DATASET_KEYS = {"coco": ("tolerance", "images", "category_ids", "mask_style", "min_labelled_area"),
+                 "pennfudan": ("tolerance", "images"), "sbd": ("tolerance", "images"),
+                 "voc": ("use_difficult", "tolerance", "images"),
                  "yolo": ("tolerance", "images")}
 
 
@@ -113,7 +128,9 @@ def resolve_split(data_cfg: dict, split: str, *, derive_classes: bool = True) ->
         # Filtering empty images is a training choice; evaluating on a filtered split would
         # hide false positives on empty images, so the data-level flag applies to "train" only.
         filter_empty=bool(split_cfg.pop("filter_empty", data_cfg.get("filter_empty", False) if split == "train" else False)),
-        masks=bool(split_cfg.pop("masks", data_cfg.get("masks", False))),
+        # SBD has masks and nothing else: they are on unless the config turns them off.
+        masks=bool(split_cfg.pop("masks", data_cfg.get("masks", fmt == "sbd"))),
+        proposal_file=split_cfg.pop("proposal_file", None),
     )
     if spec.class_names in (None, "derive") and derive_classes:
         names = data_cfg.get("class_names")
@@ -134,21 +151,22 @@ def resolve_split(data_cfg: dict, split: str, *, derive_classes: bool = True) ->
         spec.options = {k: split_cfg.pop(k) for k in ("tolerance", "images") if k in split_cfg}
         if split_cfg:
             raise TypeError(f"data.{split} has keys {sorted(split_cfg)} that the shapes set does not take; "
-                            f"valid keys: root, split, tolerance, images, {sorted(SHAPES_OPTIONS)}")
+                            f"valid keys: root, split, tolerance, images, proposal_file, {sorted(SHAPES_OPTIONS)}")
         root = Path(make_shapes(root, **options))
         spec.format = "coco"
         spec.source = {"image_dir": root / "JPEGImages", "ann_file": root / "annotations" / f"instances_{set_split}.json"}
         return spec
-    if fmt == "voc":
+    if fmt in ("voc", "pennfudan", "sbd"):
         split_cfg.setdefault("split", split)
     spec.source = {k: split_cfg.pop(k) for k in _SOURCE_KEYS[fmt] if k in split_cfg}
     spec.options = {k: split_cfg.pop(k) for k in _DATASET_KEYS[fmt] if k in split_cfg}
     if split_cfg:
         valid = sorted(_SOURCE_KEYS[fmt] + _DATASET_KEYS[fmt]
-                       + ("class_names", "transforms", "check_policy", "filter_empty", "masks"))
+                       + ("class_names", "transforms", "check_policy", "filter_empty", "masks", "proposal_file"))
         raise TypeError(f"data.{split} has keys {sorted(split_cfg)} that the {fmt!r} reader does not take; "
                         f"valid keys: {valid}")
-    required = {"coco": ("image_dir", "ann_file"), "voc": ("root",), "yolo": ("image_dir",)}[fmt]
+    required = {"coco": ("image_dir", "ann_file"), "voc": ("root",), "yolo": ("image_dir",), "pennfudan": ("root",),
+                "sbd": ("root",)}[fmt]
     missing = [k for k in required if k not in spec.source]
     if missing:
         raise DataConfigError(f"data.{split} for format {fmt!r} needs {missing} (in data.{split} or at data level)")
@@ -157,7 +175,8 @@ def resolve_split(data_cfg: dict, split: str, *, derive_classes: bool = True) ->
 
 def _data_level(data_cfg: dict, fmt: str) -> dict:
     """Defaults the data level gives every split: ``root`` (voc, shapes), ``use_difficult``, ``tolerance``."""
-    keys = {"voc": ("root", "use_difficult"), "shapes": ("root",)}.get(fmt, ()) + ("tolerance",)
+    keys = {"voc": ("root", "use_difficult"), "shapes": ("root",), "pennfudan": ("root", "val_fraction", "split_seed"),
+            "sbd": ("root", "voc_root"), "coco": ("category_ids", "mask_style")}.get(fmt, ()) + ("tolerance",)
     return {k: data_cfg[k] for k in keys if data_cfg.get(k) is not None}
 
 
@@ -172,6 +191,14 @@ def parse_split(spec: SplitSpec):
         ann = parse_coco(spec.source["image_dir"], spec.source["ann_file"], spec.class_names)
     elif spec.format == "voc":
         ann = parse_voc(spec.source["root"], spec.source["split"], spec.class_names, masks=spec.masks)
+    elif spec.format == "pennfudan":
+        from detect.data.pennfudan import parse_pennfudan
+
+        ann = parse_pennfudan(**spec.source, class_names=spec.class_names)
+    elif spec.format == "sbd":
+        from detect.data.sbd import parse_sbd
+
+        ann = parse_sbd(**spec.source)
     else:
         ann = parse_yolo(spec.source["image_dir"], spec.class_names, spec.source.get("label_dir"))
     return restrict_to_images(ann, spec.options.get("images"))
@@ -185,11 +212,18 @@ def build_dataset(data_cfg: dict, split: str):
     from detect.data.yolo_labels import YoloDetection
 
     spec = resolve_split(data_cfg, split)
-    reader = {"coco": CocoDetection, "voc": VOCDetection, "yolo": YoloDetection}[spec.format]
-    return reader(
+    from detect.data.pennfudan import PennFudanDataset
+    from detect.data.sbd import SBDSegmentation
+
+    reader = {"coco": CocoDetection, "voc": VOCDetection, "yolo": YoloDetection, "pennfudan": PennFudanDataset,
+              "sbd": SBDSegmentation}[spec.format]
+    dataset = reader(
         **spec.source, transforms=build_transforms(spec.transforms), class_names=spec.class_names,
         check_policy=spec.check_policy, filter_empty=spec.filter_empty, masks=spec.masks, **spec.options,
     )
+    if spec.proposal_file is not None:
+        dataset.attach_proposals(spec.proposal_file)
+    return dataset
 
 
 def build_dataloader(

@@ -20,7 +20,14 @@ class_list_mismatch    a configured class name the annotations do not define (CO
 empty_dataset          no image left after filtering
 unreadable_image       (doctor / __getitem__) the file cannot be decoded
 size_mismatch          (doctor / __getitem__) the decoded size differs from the annotation
+mask_value_out_of_range (doctor / __getitem__) a semantic mask value above K other than 255
+mask_size_mismatch     (doctor / __getitem__) a mask of another size than its image
+unreadable_mask        (doctor / __getitem__) a mask file that cannot be read
+mask_box_mismatch      (doctor, warning) an instance mask and its box disagree (PennFudan)
 =====================  ===============================================================
+
+A missing mask file is reported by the reader as ``missing_image`` ("segmentation mask
+... does not exist"), so every policy treats the image as unusable.
 
 Every :class:`Problem` names the file, the image id and the annotation index. Boxes
 that stray outside the image by at most ``tolerance`` pixels (rounding in the source)
@@ -47,10 +54,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from detect.data.annotations import Annotations
+from detect.errors import UserInputError
 
 __all__ = [
     "CHECK_POLICIES", "DatasetError", "Problem", "PROBLEM_TEXT", "find_problems", "apply_policy",
-    "check_policy_name", "DataPathError", "read_text", "require_path",
+    "check_policy_name", "DataPathError", "read_text", "require_path", "MaskError", "mask_problems",
+    "validate_mask", "check_mask_file",
 ]
 
 logger = logging.getLogger("detect.data")
@@ -77,6 +86,10 @@ PROBLEM_TEXT = {
     "bad_encoding": "file is not UTF-8 text",
     "labels_not_found": "no label files found",
     "unknown_layout": "dataset layout not recognised",
+    "mask_value_out_of_range": "mask value out of range",
+    "mask_size_mismatch": "mask size differs from the image",
+    "unreadable_mask": "mask file cannot be read",
+    "mask_box_mismatch": "mask and box disagree",
 }
 
 # Problems that concern the whole image: under "drop"/"clip" the image goes.
@@ -143,6 +156,62 @@ class DataPathError(DatasetError, FileNotFoundError):
             f"`--data PATH` (any VOC / COCO / YOLO folder or file) or "
             f"`--set data.{key or 'root'}=...`; a run's data folder that moved needs the same.",
         )
+
+
+class MaskError(UserInputError):
+    """A semantic mask that cannot be a target (values above K other than 255, another size
+    than its image, an unreadable file), found when an item loads. ``problem`` is the
+    :class:`Problem` (file, image id); a :class:`~detect.errors.UserInputError`, so the
+    tools print it as one line."""
+
+    def __init__(self, problem: Problem, hint: str = ""):
+        self.problem = problem
+        super().__init__(f"{problem}" + (f". {hint}" if hint else ""))
+
+
+_MASK_HINT = ("Masks hold 0 (background), 1..K (label k = class_names[k-1]) and 255 (ignore), at the size of "
+              "their image; `python tools/check_dataset.py --decode` lists every such mask")
+
+
+def mask_problems(mask: np.ndarray, num_classes: int, height: int, width: int, file: str, image_id) -> list[Problem]:
+    """The problems of a semantic mask (``[H, W]`` integers) of an ``height x width`` image
+    with ``num_classes`` foreground classes: ``mask_size_mismatch`` and
+    ``mask_value_out_of_range`` (values above K other than 255, the first ten listed with
+    their pixel counts). Empty when the mask is fine."""
+    image_id = None if image_id is None else int(image_id)
+    problems = []
+    if tuple(mask.shape) != (int(height), int(width)):
+        shape = "x".join(str(v) for v in mask.shape[::-1])
+        problems.append(Problem("mask_size_mismatch", str(file), image_id, None,
+                                f"mask is {shape} (w x h) but its image is {int(width)}x{int(height)}"))
+    bad = (mask > num_classes) & (mask != 255)
+    if bad.any():
+        values, counts = np.unique(mask[bad], return_counts=True)
+        shown = ", ".join(f"{int(v)} ({int(n)} px)" for v, n in zip(values[:10], counts[:10]))
+        problems.append(Problem("mask_value_out_of_range", str(file), image_id, None,
+                                f"values {shown}{', ...' if values.size > 10 else ''} are above K={num_classes} "
+                                "and not 255 (ignore)"))
+    return problems
+
+
+def validate_mask(mask: np.ndarray, num_classes: int, height: int, width: int, file: str, image_id) -> None:
+    """Raise :class:`MaskError` on the first problem :func:`mask_problems` finds."""
+    problems = mask_problems(mask, num_classes, height, width, file, image_id)
+    if problems:
+        raise MaskError(problems[0], _MASK_HINT)
+
+
+def check_mask_file(ann: Annotations, row: int, height: int, width: int) -> list[Problem]:
+    """The problems of image ``row``'s mask file (``ann.mask_paths[row]``, read with the
+    reader's ``ann.extra["read_mask"]``): unreadable, wrong size, values out of range. The
+    doctor's check for readers whose masks are files (VOC, SBD); a reader may put its own
+    ``ann.extra["mask_check"]`` with this signature in place of it (PennFudan)."""
+    path = ann.mask_paths[row]
+    try:
+        mask = ann.extra["read_mask"](path, int(ann.image_ids[row]))
+    except MaskError as exc:
+        return [exc.problem]
+    return mask_problems(mask, len(ann.class_names), height, width, path, ann.image_ids[row])
 
 
 def require_path(path, what: str, key: str | None = None, *, kind: str = "any", detail: str = ""):

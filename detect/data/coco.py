@@ -10,12 +10,29 @@
 - ``iscrowd`` objects never enter training targets; they stay in ``get_ground_truth`` and
   ``to_coco`` for evaluation.
 - Images are ordered by id; any integer id (0 included) is kept as is.
-- ``masks=True`` adds a semantic mask painted from the polygons / RLE: larger objects
-  first so that smaller ones stay visible on top, crowd regions 255 (ignore).
+- ``masks=True`` adds a semantic mask painted from the polygons / RLE (an annotation
+  without a segmentation is painted as its box). ``mask_style="detect"`` (default): larger
+  objects first so that smaller ones stay visible on top, crowd regions 255 (ignore).
+  ``mask_style="torchvision"`` (torchvision's references/segmentation
+  ``ConvertCocoPolysToMask``): a pixel covered by one object gets its label (crowd objects
+  included, with their category), a pixel covered by more than one object 255.
+- ``category_ids``: train on a subset of the categories, e.g. ``"voc"``
+  (:data:`COCO_VOC_CATEGORY_IDS`, torchvision's ``CAT_LIST``: the 20 Pascal VOC classes,
+  named :data:`~detect.data.voc.VOC_CLASSES`): label k is ``category_ids[k-1]`` and the
+  annotations of every other category are left out (not problems; the count is logged).
+- ``min_labelled_area``: keep only images whose annotations (of the kept categories,
+  crowd included) have a summed COCO ``area`` above it; torchvision's
+  ``_coco_remove_images_without_annotations`` with 1000, which it applies to the train
+  split only. The count of dropped images is logged.
+
+torchvision's COCO-with-VOC-labels segmentation data is
+``CocoDetection(..., masks=True, category_ids="voc", mask_style="torchvision",
+min_labelled_area=1000)`` for train (without ``min_labelled_area`` for val).
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -26,7 +43,14 @@ from detect.data.annotations import Annotations, coco_from_dict
 from detect.data.checks import DatasetError, Problem, read_text, require_path
 from detect.data.dataset import DetectionDataset
 
-__all__ = ["CocoDetection", "parse_coco"]
+__all__ = ["CocoDetection", "parse_coco", "coco_class_names", "COCO_VOC_CATEGORY_IDS", "MASK_STYLES"]
+
+logger = logging.getLogger("detect.data")
+
+# COCO category ids of the 20 Pascal VOC classes, in VOC's label order (aeroplane = 5,
+# bicycle = 2, ...): torchvision's references/segmentation CAT_LIST without its leading 0.
+COCO_VOC_CATEGORY_IDS = (5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72)
+MASK_STYLES = ("detect", "torchvision")
 
 
 def _load_json(ann_file: Path) -> dict:
@@ -65,12 +89,35 @@ def _check_ids(location: str, entries: list, what: str) -> None:
                                                     f"\"12\" are accepted) and use the same ids in the annotations.")
 
 
-def parse_coco(image_dir, ann_file, class_names: list[str] | None = None) -> Annotations:
+def _resolve_category_ids(category_ids) -> list[int]:
+    if isinstance(category_ids, str):
+        if category_ids != "voc":
+            raise ValueError(f"category_ids is {category_ids!r}; expected 'voc' or a list of COCO category ids")
+        return list(COCO_VOC_CATEGORY_IDS)
+    ids = [_as_id(c) for c in category_ids]
+    if not ids or not all(isinstance(c, int) for c in ids) or len(set(ids)) != len(ids):
+        raise ValueError(f"category_ids must be 'voc' or a non-empty list of distinct integer ids, got {category_ids!r}")
+    return ids
+
+
+def coco_class_names(categories: list, category_ids) -> list[str]:
+    """The class names of ``category_ids`` (``"voc"``: :data:`~detect.data.voc.VOC_CLASSES`;
+    a list: the names of those categories, in that order)."""
+    if isinstance(category_ids, str) and category_ids == "voc":
+        from detect.data.voc import VOC_CLASSES
+
+        return list(VOC_CLASSES)
+    name_of = {_as_id(c.get("id")): str(c.get("name")) for c in categories}
+    return [name_of.get(c, f"category_{c}") for c in _resolve_category_ids(category_ids)]
+
+
+def parse_coco(image_dir, ann_file, class_names: list[str] | None = None, *, category_ids=None) -> Annotations:
     """Parse a COCO instances JSON into an :class:`Annotations` table (no image decoded).
 
     Image and category ids (and the annotations' ``image_id`` / ``category_id``) that are
     numeric strings are read as ints; other non-integer ids raise :class:`DatasetError`
-    naming the image's ``file_name`` (the category's ``name``)."""
+    naming the image's ``file_name`` (the category's ``name``). ``category_ids``: see the
+    module docstring (with it, ``class_names`` only renames those categories)."""
     image_dir, ann_file = Path(image_dir), Path(ann_file)
     data = _load_json(ann_file)
     require_path(image_dir, "COCO image folder", "image_dir", kind="dir")
@@ -88,7 +135,28 @@ def parse_coco(image_dir, ann_file, class_names: list[str] | None = None) -> Ann
         if class_names != "derive":
             raise ValueError(f"class_names must be None, 'derive' or a list of names, got {class_names!r}")
         class_names = None  # the file's categories are the derived list
-    if class_names is None:
+    ignored = 0
+    if category_ids is not None:
+        selected = _resolve_category_ids(category_ids)
+        defined = {int(c["id"]) for c in categories}
+        missing = [c for c in selected if c not in defined]
+        if missing:
+            raise DatasetError(location, [Problem("class_list_mismatch", location, None, None,
+                                                  f"category_ids {missing} are not categories of the file "
+                                                  f"(it defines {sorted(defined)[:30]})")],
+                               hint="category_ids='voc' needs the COCO 2017 category ids; give the ids of this file.")
+        default_names = coco_class_names(categories, category_ids)
+        if class_names is not None and len(class_names) != len(selected):
+            raise ValueError(f"class_names lists {len(class_names)} names for {len(selected)} category_ids; "
+                             "give one name per id, or class_names=None")
+        names = list(class_names) if class_names is not None else default_names
+        category_ids = selected
+        kept = set(selected)
+        before = len(data["annotations"])
+        # Other categories are not wanted, not wrong: they leave before any check sees them.
+        data["annotations"] = [a for a in data["annotations"] if a.get("category_id") in kept]
+        ignored = before - len(data["annotations"])
+    elif class_names is None:
         names = [str(c["name"]) for c in categories]
         category_ids = [int(c["id"]) for c in categories]
     else:
@@ -171,7 +239,7 @@ def parse_coco(image_dir, ann_file, class_names: list[str] | None = None) -> Ann
         raw_categories=raw_cats, iscrowd=np.asarray(crowd, bool)[order], difficult=np.zeros(image_row.size, bool),
         areas=areas, ann_ids=np.asarray(ann_ids, dtype=np.int64)[order], raw_boxes=raw_boxes,
         raw_box_format="bbox [x, y, w, h]", object_noun="annotation", problems=problems,
-        extra={"coco_json": data, "image_root": str(image_dir)},
+        extra={"coco_json": data, "image_root": str(image_dir), "ignored_annotations": ignored},
     )
 
 
@@ -196,8 +264,11 @@ class CocoDetection(DetectionDataset):
         ann_file: the instances JSON.
         transforms: see :class:`~detect.data.dataset.DetectionDataset`.
         class_names: ``None`` (every category, sorted by id) or the names to train on,
-            in label order.
-        check_policy, filter_empty, masks, tolerance, images: see
+            in label order (with ``category_ids``: one name per id).
+        category_ids: ``None``, ``"voc"`` or a list of COCO category ids to keep (see the module docstring).
+        mask_style: ``"detect"`` or ``"torchvision"`` (how ``masks=True`` paints overlaps and crowds).
+        min_labelled_area: ``None``, or drop images whose summed annotation area is at most this.
+        check_policy, filter_empty, masks, tolerance, images, proposal_file: see
             :class:`~detect.data.dataset.DetectionDataset`.
 
     Example::
@@ -207,16 +278,26 @@ class CocoDetection(DetectionDataset):
         ds.label_to_category_id[target["labels"][0].item()]   # back to the COCO id
     """
 
-    def __init__(self, image_dir, ann_file, transforms=None, *, class_names=None, check_policy="raise",
-                 filter_empty=False, masks=False, tolerance=1.0, images=None):
-        annotations = parse_coco(image_dir, ann_file, class_names)
+    def __init__(self, image_dir, ann_file, transforms=None, *, class_names=None, category_ids=None,
+                 check_policy="raise", filter_empty=False, masks=False, mask_style="detect", min_labelled_area=None,
+                 tolerance=1.0, images=None, proposal_file=None):
+        if mask_style not in MASK_STYLES:
+            raise ValueError(f"mask_style is {mask_style!r}; expected one of {MASK_STYLES}")
+        annotations = parse_coco(image_dir, ann_file, class_names, category_ids=category_ids)
+        if annotations.extra["ignored_annotations"]:
+            logger.info("%s: category_ids left out %d annotation(s) of other categories", annotations.location,
+                        annotations.extra["ignored_annotations"])
+        if min_labelled_area is not None:
+            annotations = _drop_sparsely_labelled(annotations, float(min_labelled_area))
+        self.mask_style = mask_style
         # The JSON is only needed to paint masks. Not keeping it spares memory that every
         # DataLoader worker would otherwise end up copying (refcount writes defeat fork's
         # copy-on-write); boxes live in a few numpy arrays instead.
         coco_json = annotations.extra.pop("coco_json")
         self._coco_json = coco_json if masks else None
         super().__init__(annotations, transforms=transforms, check_policy=check_policy, filter_empty=filter_empty,
-                         use_difficult=False, masks=masks, tolerance=tolerance, images=images)
+                         use_difficult=False, masks=masks, tolerance=tolerance, images=images,
+                         proposal_file=proposal_file)
         self._source_coco = None
         self.image_dir = Path(image_dir)
         self.ann_file = Path(ann_file)
@@ -248,6 +329,12 @@ class CocoDetection(DetectionDataset):
         with warnings.catch_warnings():  # pycocotools' numpy-2 "copy keyword" deprecation noise
             warnings.simplefilter("ignore", DeprecationWarning)
             masks = mask_utils.decode(rles).astype(bool)  # [H, W, n]
+        if self.mask_style == "torchvision":
+            # One object: its label (crowd too); several: 255, whatever their labels.
+            count = masks.sum(axis=2)
+            first = np.argmax(masks, axis=2)
+            labels = ann.labels[rows].astype(np.uint8)
+            return np.where(count == 0, 0, np.where(count > 1, 255, labels[first])).astype(np.uint8)
         # Paint the largest first: the top-most object of a pixel is the last in this order.
         order = np.argsort(-ann.areas[rows], kind="stable")
         masks = masks[:, :, order]
@@ -255,6 +342,18 @@ class CocoDetection(DetectionDataset):
         covered = masks.any(axis=2)
         top = masks.shape[2] - 1 - np.argmax(masks[:, :, ::-1], axis=2)
         return np.where(covered, values[top], 0).astype(np.uint8)
+
+
+def _drop_sparsely_labelled(ann: Annotations, min_area: float) -> Annotations:
+    """``ann`` without the images whose objects' summed area is at most ``min_area``
+    (torchvision keeps ``sum(area) > 1000``)."""
+    labelled = (ann.labels >= 1) & (ann.labels <= len(ann.class_names))
+    total = np.bincount(ann.object_image, weights=np.where(labelled, ann.areas, 0.0), minlength=ann.num_images)
+    keep = total > min_area
+    if (~keep).any():
+        logger.info("%s: min_labelled_area=%g dropped %d of %d image(s)", ann.location, min_area, int((~keep).sum()),
+                    ann.num_images)
+    return ann.select(keep_images=keep)
 
 
 def _to_rle(segmentation, height: int, width: int):

@@ -13,7 +13,13 @@ Item contract (docs/ABSTRACTIONS.md, "Dataset items"): ``dataset[i]`` is
 - ``labels`` int64 [N] in 1..K;
 - ``image_id`` int: the source's id (COCO) or the index-based id the reader assigns;
 - ``orig_size`` int64 [2]: ``(H, W)`` of the image file;
-- ``masks`` int64 [H, W] (0 background, 1..K, 255 ignore) when built with ``masks=True``.
+- ``masks`` int64 [H, W] (0 background, 1..K, 255 ignore) when built with ``masks=True``;
+  a mask with values above K other than 255, or of another size than its image, raises
+  :class:`~detect.data.checks.MaskError` (a ``UserInputError``) naming the file and image id;
+- ``proposals`` float32 [P, 4] when proposals are attached (``proposal_file=`` or
+  :meth:`DetectionDataset.attach_proposals`): the file's boxes of this image id, best first,
+  clipped to the image, through the same transform as ``boxes`` (flips, scales, crops),
+  those narrower or shorter than 1 pixel dropped (P = 0 allowed).
 
 Augmentation is seeded per item from torch's random generator of the process that loads
 it (see ``__getitem__``), so ``torch.manual_seed`` makes items reproducible and DataLoader
@@ -31,7 +37,7 @@ import torch
 from torch.utils.data import Dataset
 
 from detect.data.annotations import Annotations, coco_from_dict, restrict_to_images, to_coco_dict
-from detect.data.checks import DatasetError, Problem, apply_policy, check_policy_name, find_problems
+from detect.data.checks import DatasetError, Problem, apply_policy, check_policy_name, find_problems, validate_mask
 from detect.data.image_io import read_image, to_tensor
 
 __all__ = ["DetectionDataset", "read_annotated_image"]
@@ -61,6 +67,20 @@ def read_annotated_image(ann: Annotations, index: int) -> np.ndarray:
     return image
 
 
+# The label proposals carry through a transform (no object has it: labels are 1..K).
+PROPOSAL_LABEL = -1
+
+
+def _clip_proposals(proposals: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``float32 [P, 4]`` clipped to the image, boxes narrower or shorter than 1 pixel dropped
+    (order kept: best first stays best first)."""
+    proposals = np.asarray(proposals, dtype=np.float32).reshape(-1, 4).copy()
+    np.clip(proposals[:, 0::2], 0, width, out=proposals[:, 0::2])
+    np.clip(proposals[:, 1::2], 0, height, out=proposals[:, 1::2])
+    keep = ((proposals[:, 2] - proposals[:, 0]) >= 1) & ((proposals[:, 3] - proposals[:, 1]) >= 1)
+    return np.ascontiguousarray(proposals[keep])
+
+
 class DetectionDataset(Dataset):
     """Items and ground truth of one split.
 
@@ -76,6 +96,8 @@ class DetectionDataset(Dataset):
         use_difficult: put VOC ``difficult`` objects into training targets too.
         masks: add a semantic ``masks`` target (the reader must support it).
         tolerance: boxes at most this many pixels outside the image are clipped silently.
+        proposal_file: ``None``, or a proposal file (or ``ProposalSet``) to serve
+            ``target["proposals"]`` from (see :meth:`attach_proposals`).
         images: ``None`` (every image of the source), or the names of the images to keep
             (paths relative to the reader's image folder, see
             :func:`~detect.data.annotations.restrict_to_images`): how a config states a
@@ -98,6 +120,7 @@ class DetectionDataset(Dataset):
         masks: bool = False,
         tolerance: float = 1.0,
         images=None,
+        proposal_file=None,
     ):
         check_policy_name(check_policy)
         annotations = restrict_to_images(annotations, images)
@@ -140,6 +163,24 @@ class DetectionDataset(Dataset):
         self._train_objects = train_objects
         self._starts, self._ends = ann.object_ranges()
         self._coco = None
+        self.proposals = None
+        if proposal_file is not None:
+            self.attach_proposals(proposal_file)
+
+    def attach_proposals(self, source) -> None:
+        """Serve ``target["proposals"]`` from ``source`` (a proposal file path or a
+        :class:`~detect.proposals.files.ProposalSet`; ``None`` detaches). Every image id of the
+        dataset must be in it: a missing one raises ``UserInputError`` naming it and the file."""
+        from detect.proposals.files import ProposalSet, load_proposals
+
+        if source is None:
+            self.proposals, self._proposal_rows = None, None
+            return
+        proposals = source if isinstance(source, ProposalSet) else load_proposals(source)
+        proposals.require(self.image_ids)
+        proposals.check_file_names(self.image_ids, self.annotations.file_paths)
+        self.proposals = proposals
+        self._proposal_rows = np.asarray([proposals.index_of(i) for i in self.image_ids], dtype=np.int64)
 
     # ----------------------------------------------------------------- metadata
     @property
@@ -222,6 +263,16 @@ class DetectionDataset(Dataset):
         boxes = ann.boxes[rows][train].astype(np.float32)
         labels = ann.labels[rows][train]
         mask = self.load_mask(index, height, width) if self.masks else None
+        if mask is not None:  # a bad mask would surface as a CUDA assert or a silent wrong loss
+            mask_file = ann.mask_paths[index] if ann.mask_paths is not None else ann.annotation_files[index]
+            validate_mask(mask, self.num_classes, height, width, mask_file, ann.image_ids[index])
+        proposals = None
+        if self.proposals is not None:
+            proposals = _clip_proposals(self.proposals.boxes[self._proposal_rows[index]].numpy(), width, height)
+            # The transform sees the proposals as extra boxes with a label no object has, so
+            # they take exactly the boxes' geometry (and crop / visibility rules), and are split off after.
+            boxes = np.concatenate([boxes, proposals]).astype(np.float32)
+            labels = np.concatenate([labels.astype(np.int64), np.full(len(proposals), PROPOSAL_LABEL, dtype=np.int64)])
         if self.transforms is not None:
             if hasattr(self.transforms, "set_seed"):
                 # Augmentation randomness comes from torch's RNG of the loading process:
@@ -230,6 +281,11 @@ class DetectionDataset(Dataset):
                 # So no two workers repeat each other's augmentations, with any DataLoader.
                 self.transforms.set_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
             image, boxes, labels, mask = self.transforms(image, boxes, labels, mask)
+        if proposals is not None:
+            is_proposal = np.asarray(labels) == PROPOSAL_LABEL
+            boxes, labels = np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels)
+            proposals = _clip_proposals(boxes[is_proposal], image.shape[1], image.shape[0])
+            boxes, labels = boxes[~is_proposal], labels[~is_proposal]
         target = {
             "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)).reshape(-1, 4),
             "labels": torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)).reshape(-1),
@@ -238,6 +294,8 @@ class DetectionDataset(Dataset):
         }
         if mask is not None:
             target["masks"] = torch.from_numpy(mask.astype(np.int64))
+        if proposals is not None:
+            target["proposals"] = torch.from_numpy(proposals)
         return to_tensor(image), target
 
     def __repr__(self) -> str:

@@ -13,6 +13,12 @@ image, and returns a :class:`DoctorReport` whose ``format()`` prints, per split:
 - box-size statistics (width, height, sqrt(area) percentiles; COCO small / medium /
   large counts);
 - every problem, naming file, image id and annotation index;
+- when images are decoded and the split has masks (VOC ``masks=True``, PennFudan, SBD):
+  each mask file checked against its decoded image (``unreadable_mask``,
+  ``mask_size_mismatch``, ``mask_value_out_of_range``: values above K other than 255;
+  PennFudan also ``mask_box_mismatch`` warnings where an instance's mask and box differ
+  by more than 2 pixels or the instance ids disagree with the boxes); missing mask files
+  are reported at load time like missing images;
 
 and a verdict: ``stops_training`` is true when a problem would stop training under the
 split's ``check_policy`` (any error under "raise"; under "drop"/"clip" only what no
@@ -33,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detect.data.annotations import Annotations
-from detect.data.checks import PROBLEM_TEXT, DatasetError, Problem, find_problems
+from detect.data.checks import PROBLEM_TEXT, DatasetError, Problem, check_mask_file, find_problems
 from detect.data.dataset import read_annotated_image
 from detect.data.image_io import GRAYSCALE_MODES, ImageReadError, read_image_header
 
@@ -156,20 +162,25 @@ def _decode_all(ann: Annotations, readable: np.ndarray, workers: int) -> tuple[l
     undecodable files and size mismatches become problems. Also returns the files whose
     header says grayscale (the decoded array is already replicated to RGB)."""
 
+    mask_check = ann.extra.get("mask_check") or (check_mask_file if "read_mask" in ann.extra else None)
+    if ann.mask_paths is None:
+        mask_check = None
+
     def check(row: int):
         try:
-            read_annotated_image(ann, row)
+            image = read_annotated_image(ann, row)
             gray = read_image_header(ann.file_paths[row])[2] in GRAYSCALE_MODES
         except ImageReadError as exc:
-            return Problem("unreadable_image", ann.annotation_files[row], int(ann.image_ids[row]), None, str(exc)), False
+            return [Problem("unreadable_image", ann.annotation_files[row], int(ann.image_ids[row]), None, str(exc))], False
         except DatasetError as exc:  # the size_mismatch problem
-            return exc.problems[0], False
-        return None, gray
+            return [exc.problems[0]], False
+        # Masks are checked against the decoded image, as training would load them.
+        return ([] if mask_check is None else mask_check(ann, row, *image.shape[:2])), gray
 
     rows = np.flatnonzero(readable).tolist()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # OpenCV releases the GIL while decoding
         found = list(pool.map(check, rows))
-    return [p for p, _ in found if p is not None], [ann.file_paths[r] for r, (_, g) in zip(rows, found) if g]
+    return [p for ps, _ in found for p in ps], [ann.file_paths[r] for r, (_, g) in zip(rows, found) if g]
 
 
 def _image_stats(ann: Annotations, grayscale: list[str]) -> dict:
@@ -231,7 +242,7 @@ def diagnose_annotations(ann: Annotations, *, name: str = "split", check_policy:
     }
     return SplitReport(name=name, location=ann.location, check_policy=check_policy, class_names=list(ann.class_names),
                        counts=counts, class_histogram=histogram, box_stats=box_stats, problems=problems, decoded=decode,
-                       unhandled=found, image_stats=_image_stats(ann, grayscale))
+                       unhandled=[p for p in found if p.severity == "error"], image_stats=_image_stats(ann, grayscale))
 
 
 def diagnose(data_cfg: dict, splits, *, decode: bool | None = None, workers: int = 2) -> DoctorReport:
@@ -263,6 +274,8 @@ def source_config(format: str | None, *, splits=None, root=None, image_dir=None,
     """A ``data`` config for files named on a command line, and the split names to check.
 
     voc: ``root`` and split names (default train, val, test: those that exist).
+    pennfudan: ``root``, splits train and val (the reader's seeded split) unless named.
+    sbd: ``root``, splits those of train, val, test whose ``.txt`` exists unless named.
     coco / yolo: one source (``image_dir`` + ``ann_file`` / ``label_dir``), checked as one
     split named after it. shapes: ``root``, splits train and val (an existing set is read
     as it is; otherwise one is generated with the default parameters). Class names the
@@ -301,6 +314,16 @@ def source_config(format: str | None, *, splits=None, root=None, image_dir=None,
             return data, list(splits)
         data["root"] = root
         data.update({s: {} for s in splits})
+        return data, list(splits)
+    if format in ("pennfudan", "sbd"):
+        if root is None:
+            raise ValueError(f"--root is required for {format} (the folder holding "
+                             + ("PNGImages, PedMasks, Annotation)" if format == "pennfudan" else "img, cls, train.txt)"))
+        if not splits:
+            splits = ["train", "val"] if format == "pennfudan" else [
+                s for s in ("train", "val", "test") if (Path(root) / f"{s}.txt").is_file()]
+        data["root"] = root
+        data.update({s: {"split": s} for s in splits})
         return data, list(splits)
     if format == "coco":
         if image_dir is None or ann_file is None:

@@ -6,6 +6,10 @@ recipe at it (``--data PATH`` of every tool).
   * VOC: a folder with ``Annotations/`` and ``JPEGImages/`` (and ``ImageSets/Main/*.txt``),
     or a folder holding exactly one such folder (``VOCdevkit`` -> ``VOC2007``). Splits are
     the split files there: ``train`` (else ``trainval``), ``val``, ``test``.
+  * PennFudan: a folder with ``PNGImages/`` and ``PedMasks/``; splits ``train`` and ``val``
+    (the reader's seeded split, :mod:`detect.data.pennfudan`).
+  * SBD: a folder with ``img/`` and ``cls/`` (or its ``dataset/`` sub-folder, as the
+    release unpacks); splits: the ``train`` / ``val`` / ``test`` ``.txt`` files there.
   * YOLO: a ``data.yaml`` (the file, or in the folder) with ``train`` / ``val`` / ``test``
     image folders or lists (relative to its ``path:`` key, else to the YAML's folder) and
     ``names``; or a folder with ``images/`` and ``labels/`` (splits: the sub-folders
@@ -22,7 +26,9 @@ recipe at it (``--data PATH`` of every tool).
 - :func:`derive_class_names` (``data_cfg -> list[str]``): the one rule for class names that
   build, the doctor, convert and training share. Given ``class_names`` (a list) wins. VOC:
   the sorted set of object names in the train split's annotations (the first of train /
-  val / test the config has); COCO: the categories in id order; YOLO: ``data.yaml``
+  val / test the config has); COCO: the categories in id order (with ``category_ids``:
+  those categories' names, the VOC names for ``"voc"``); PennFudan: ``["person"]``; SBD:
+  the 20 VOC classes; YOLO: ``data.yaml``
   ``names`` or ``classes.txt`` (beside the data, as the reader looks), else ``class_0..``
   numbered up to the largest class index in the labels; shapes: the set's categories.
 
@@ -83,7 +89,7 @@ def detect_layout(path) -> dict:
     if not path.exists():
         raise DataPathError(path, "dataset path", "root")
     looked_for = []
-    for probe in (_voc_layout, _yolo_layout, _coco_layout):
+    for probe in (_voc_layout, _pennfudan_layout, _sbd_layout, _yolo_layout, _coco_layout):
         found = probe(path, looked_for)
         if found is not None:
             return found
@@ -114,6 +120,35 @@ def _voc_layout(path: Path, looked_for: list) -> dict | None:
                                 "(and val.txt / test.txt for the other splits).")
     layout = {"format": "voc", "root": str(root), "train": {"split": train}}
     layout.update({s: {"split": s} for s in ("val", "test") if s in have})
+    return layout
+
+
+def _pennfudan_layout(path: Path, looked_for: list) -> dict | None:
+    from detect.data.pennfudan import is_pennfudan_root
+
+    looked_for.append(f"PennFudan: {path}/PNGImages and {path}/PedMasks")
+    if not (path.is_dir() and is_pennfudan_root(path)):
+        return None
+    # No official split: the reader's seeded one (val_fraction 0.2, split_seed 0).
+    return {"format": "pennfudan", "root": str(path), "train": {"split": "train"}, "val": {"split": "val"},
+            "class_names": None}
+
+
+def _sbd_layout(path: Path, looked_for: list) -> dict | None:
+    from detect.data.sbd import is_sbd_root
+
+    looked_for.append(f"SBD: {path}/img and {path}/cls (or {path}/dataset holding them)")
+    if not path.is_dir():
+        return None
+    root = path if is_sbd_root(path) else path / "dataset" if is_sbd_root(path / "dataset") else None
+    if root is None:
+        return None
+    layout = {"format": "sbd", "root": str(root), "class_names": None}
+    layout.update({s: {"split": s} for s in SPLITS if (root / f"{s}.txt").is_file()})
+    if "train" not in layout:
+        raise DatasetError(str(root), [Problem("missing_path", str(root / "train.txt"), None, None,
+                                               "an SBD folder needs train.txt (image ids, one per line)")],
+                           hint="Use the release's benchmark_RELEASE/dataset folder, which holds train.txt and val.txt.")
     return layout
 
 
@@ -236,6 +271,18 @@ def derive_class_names(data_cfg: dict) -> list[str]:
         raise KeyError("data config has no train / val / test section to derive class names from")
     spec = resolve_split(data_cfg, split, derive_classes=False)
     source = spec.source
+    if spec.format == "pennfudan":
+        from detect.data.pennfudan import PENNFUDAN_CLASSES
+
+        return list(PENNFUDAN_CLASSES)
+    if spec.format == "sbd":
+        from detect.data.voc import VOC_CLASSES
+
+        return list(VOC_CLASSES)
+    if spec.format == "coco" and spec.options.get("category_ids") is not None:
+        from detect.data.coco import coco_class_names
+
+        return coco_class_names(_load_json_categories(source["ann_file"]), spec.options["category_ids"])
     if spec.format == "voc":
         split_file = Path(source["root"]) / "ImageSets" / "Main" / f"{source.get('split', split)}.txt"
         stamp = (_stamp(split_file), _stamp(Path(source["root"]) / "Annotations"))
@@ -248,6 +295,12 @@ def derive_class_names(data_cfg: dict) -> list[str]:
 
         return [str(c["name"]) for c in sorted(categories, key=lambda c: _as_id(c["id"]))]
     return _yolo_names(source["image_dir"], source.get("label_dir"), names)
+
+
+def _load_json_categories(ann_file) -> list:
+    from detect.data.coco import _load_json
+
+    return _load_json(Path(ann_file))["categories"]
 
 
 def _stamp(path: Path):
@@ -332,6 +385,11 @@ def apply_data_path(config: dict, path, *, val_fraction: float = 0.1, seed: int 
         data["class_names"] = list(old["class_names"])  # the new source names nothing: the recipe's list does
         dropped.remove("class_names")
     dropped = [k for k in dropped if k != "class_names" or old.get("class_names") is not None]
+    stale = [s for s in SPLITS if isinstance(old.get(s), dict) and old[s].get("proposal_file")]
+    if stale:  # proposals belong to the recipe's images, never to the new data's
+        notes.append(f"--data {path}: the recipe's proposal files ({', '.join(f'data.{s}.proposal_file' for s in stale)}) "
+                     "belong to its own data and are dropped; make ones for the new data with tools/make_proposals.py "
+                     "and pass them with --set data.<split>.proposal_file=FILE")
     notes.append(f"--data {path}: {layout['format']} layout with splits "
                  f"{[s for s in SPLITS if s in layout]}" + (f"; recipe data keys replaced: {dropped}" if dropped else ""))
     if "val" not in data:

@@ -30,8 +30,31 @@ Presets (``build_transforms(name)`` or ``build_transforms(dict(name=..., **optio
     scaled in HSV by a random factor up to 1.5 (``exposure=1.5``, ``saturation=1.5``: a
     factor in [1/1.5, 1.5]); plus the horizontal flip of darknet's data loader (``flip=0.5``).
 
+Segmentation presets (torchvision's ``references/segmentation`` recipe; boxes, when the
+dataset has any, stay consistent through the same ``bbox_params``: resized, flipped and
+cropped with the image, and dropped with their labels when less than ``min_visibility`` of
+them is left inside the crop):
+
+``"seg_train"``
+    Random resize of the *shorter* side to an integer drawn uniformly in
+    ``[int(scale[0] * base_size), int(scale[1] * base_size)]`` (torchvision's
+    ``RandomResize(260, 1040)`` for ``base_size=520, scale=(0.5, 2.0)``; the longer side
+    becomes ``int(size * long / short)`` as torchvision's ``resize`` computes it), image
+    bilinear (area when shrinking), mask nearest (pixel centres); horizontal flip
+    (``flip=0.5``); padding at the right and bottom to at least ``crop_size`` (image
+    ``fill=0``, mask 255) and a random ``crop_size`` square crop (``crop_size=480``).
+    ``base_size=None`` draws the size as ``round(f * shorter side)`` with ``f`` uniform in
+    ``scale`` (for sets of small images); ``crop_size=None`` skips padding and cropping.
+    Colour jitter as in "train" (off by default: torchvision's recipe has none).
+``"seg_eval"``
+    Shorter side resized to ``base_size`` (520), the mask with it (nearest), so metrics are
+    computed at that size, as torchvision's evaluation does. ``base_size=None`` is "eval".
+``"seg_shapes"``
+    The small CPU preset for the shapes set: "seg_train" with ``base_size=None,
+    scale=(0.75, 1.25), crop_size=128`` and colour jitter 0.2.
+
 Masks, when given, follow the geometry (nearest-neighbour) and the border introduced by
-the affine is ``255`` (ignore) in the mask.
+the affine or the padding is ``255`` (ignore) in the mask.
 
 Randomness comes from the albumentations ``Compose``'s own generator (not numpy's global
 one); :meth:`DetectionTransform.set_seed` reseeds it. Datasets reseed it for every item
@@ -46,9 +69,9 @@ import albumentations as A
 import cv2
 import numpy as np
 
-__all__ = ["DetectionTransform", "HSVScale", "build_transforms", "PRESETS"]
+__all__ = ["DetectionTransform", "HSVScale", "ShorterSideResize", "build_transforms", "PRESETS"]
 
-PRESETS = ("train", "eval", "yolo")
+PRESETS = ("train", "eval", "yolo", "seg_train", "seg_eval", "seg_shapes")
 
 _TRAIN_DEFAULTS = dict(
     flip=0.5, scale=(0.75, 1.25), translate=0.0, brightness=0.2, contrast=0.2, saturation=0.2,
@@ -58,6 +81,13 @@ _YOLO_DEFAULTS = dict(
     flip=0.5, scale=(0.8, 1.2), translate=0.2, exposure=1.5, saturation=1.5, fill=114,
     min_visibility=0.2, min_box_size=1.0,
 )
+_SEG_TRAIN_DEFAULTS = dict(
+    base_size=520, scale=(0.5, 2.0), crop_size=480, flip=0.5, fill=0, brightness=0.0, contrast=0.0,
+    saturation=0.0, hue=0.0, color_p=1.0, min_visibility=0.2, min_box_size=1.0,
+)
+_SEG_SHAPES_DEFAULTS = {**_SEG_TRAIN_DEFAULTS, "base_size": None, "scale": (0.75, 1.25), "crop_size": 128,
+                        "brightness": 0.2, "contrast": 0.2, "saturation": 0.2}
+_SEG_EVAL_DEFAULTS = dict(base_size=520, min_visibility=0.0, min_box_size=1.0)
 
 
 class DetectionTransform:
@@ -124,6 +154,56 @@ class HSVScale(A.ImageOnlyTransform):
         return ("saturation", "exposure")
 
 
+def shorter_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """``(h, w)`` with the shorter side ``size`` and the longer ``int(size * long / short)``:
+    torchvision's ``resize(img, size)`` rule (truncation, not rounding)."""
+    if width <= height:
+        return int(size * height / width), int(size)
+    return int(size), int(size * width / height)
+
+
+class ShorterSideResize(A.DualTransform):
+    """Resize so that the shorter side is a size drawn per call: an integer uniform in
+    ``sizes = (low, high)`` (``relative=False``, torchvision's ``RandomResize``), or
+    ``round(f * shorter side)`` with ``f`` uniform in ``sizes`` (``relative=True``).
+    The image is resized bilinearly (area when shrinking, which stands in for
+    torchvision's antialiasing), the mask nearest-neighbour at pixel centres
+    (``INTER_NEAREST_EXACT``: the label of the source pixel under each output pixel's
+    centre, so the mask stays on the image's pixel grid). Boxes are handled by
+    albumentations (normalised coordinates do not change under a resize)."""
+
+    def __init__(self, sizes, relative: bool = False, p: float = 1.0):
+        super().__init__(p=p)
+        low, high = (sizes, sizes) if isinstance(sizes, (int, float)) else sizes
+        if not 0 < low <= high:
+            raise ValueError(f"ShorterSideResize sizes must be 0 < low <= high, got {sizes}")
+        self.sizes = (float(low), float(high)) if relative else (int(low), int(high))
+        self.relative = bool(relative)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        if self.relative:
+            size = max(1, int(round(self.py_random.uniform(*self.sizes) * min(height, width))))
+        else:
+            size = self.py_random.randint(*self.sizes)
+        return {"out_size": shorter_side_size(height, width, size)}
+
+    def apply(self, img: np.ndarray, out_size=(1, 1), **params: Any) -> np.ndarray:
+        height, width = out_size
+        shrink = height * width < img.shape[0] * img.shape[1]
+        return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+    def apply_to_mask(self, mask: np.ndarray, out_size=(1, 1), **params: Any) -> np.ndarray:
+        height, width = out_size
+        return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+
+    def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
+        return bboxes  # normalised coordinates: unchanged by a resize
+
+    def get_transform_init_args_names(self):
+        return ("sizes", "relative")
+
+
 def _as_range(value, name: str) -> tuple[float, float]:
     if isinstance(value, (int, float)):
         return (float(value), float(value))
@@ -170,7 +250,43 @@ def _yolo_preset(options: dict):
     return ops, o
 
 
-_PRESET_BUILDERS = {"train": (_train_preset, _TRAIN_DEFAULTS), "yolo": (_yolo_preset, _YOLO_DEFAULTS)}
+def _seg_resize(base_size, scale):
+    low, high = _as_range(scale, "scale")
+    if base_size is None:
+        return ShorterSideResize((low, high), relative=True)
+    return ShorterSideResize((int(low * base_size), int(high * base_size)))
+
+
+def _seg_train_preset(options: dict, defaults: dict = _SEG_TRAIN_DEFAULTS):
+    o = {**defaults, **options}
+    ops = [_seg_resize(o["base_size"], o["scale"])]
+    if o["flip"] > 0:
+        ops.append(A.HorizontalFlip(p=o["flip"]))
+    if o["crop_size"] is not None:
+        crop = int(o["crop_size"])
+        # torchvision pads at the right and bottom only (pad_if_smaller), image fill, mask 255.
+        ops.append(A.PadIfNeeded(min_height=crop, min_width=crop, position="top_left", border_mode=cv2.BORDER_CONSTANT,
+                                 fill=o["fill"], fill_mask=255))
+        ops.append(A.RandomCrop(crop, crop))
+    if any(o[k] > 0 for k in ("brightness", "contrast", "saturation", "hue")) and o["color_p"] > 0:
+        ops.append(A.ColorJitter(brightness=o["brightness"], contrast=o["contrast"], saturation=o["saturation"],
+                                 hue=o["hue"], p=o["color_p"]))
+    return ops, o
+
+
+def _seg_shapes_preset(options: dict):
+    return _seg_train_preset(options, _SEG_SHAPES_DEFAULTS)
+
+
+def _seg_eval_preset(options: dict):
+    o = {**_SEG_EVAL_DEFAULTS, **options}
+    return [ShorterSideResize((int(o["base_size"]), int(o["base_size"])))], o
+
+
+_PRESET_BUILDERS = {"train": (_train_preset, _TRAIN_DEFAULTS), "yolo": (_yolo_preset, _YOLO_DEFAULTS),
+                    "seg_train": (_seg_train_preset, _SEG_TRAIN_DEFAULTS),
+                    "seg_shapes": (_seg_shapes_preset, _SEG_SHAPES_DEFAULTS),
+                    "seg_eval": (_seg_eval_preset, _SEG_EVAL_DEFAULTS)}
 
 
 def build_transforms(spec: str | dict | Callable | None, *, seed: int | None = None):
@@ -190,6 +306,8 @@ def build_transforms(spec: str | dict | Callable | None, *, seed: int | None = N
             if options:
                 raise ValueError(f"the 'eval' preset takes no options (it never changes the image), got {sorted(options)}")
             return None
+        if name == "seg_eval" and options.get("base_size", 520) is None and set(options) <= set(_SEG_EVAL_DEFAULTS):
+            return None  # no resize: geometry unchanged, like "eval"
         if name not in _PRESET_BUILDERS:
             raise ValueError(f"unknown transforms preset {name!r}; expected one of {PRESETS} or a dict(name=..., **options)")
         builder, defaults = _PRESET_BUILDERS[name]

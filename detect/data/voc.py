@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from detect.data.annotations import Annotations, ObjectTableBuilder
-from detect.data.checks import DataPathError, Problem, list_existing_files, read_text, require_path
+from detect.data.checks import DataPathError, MaskError, Problem, list_existing_files, read_text, require_path
 from detect.data.dataset import DetectionDataset
 from detect.data.image_io import ImageReadError, read_image_size
 
-__all__ = ["VOC_CLASSES", "VOCDetection", "parse_voc", "derive_voc_class_names", "read_split_ids"]
+__all__ = ["VOC_CLASSES", "VOCDetection", "parse_voc", "derive_voc_class_names", "read_split_ids", "read_voc_mask"]
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -168,7 +168,8 @@ def parse_voc(root, split: str, class_names=None, *, masks: bool = False) -> Ann
         raw_box_format="bndbox (xmin, ymin, xmax, ymax)", object_noun="object", size_offset=1.0,
         mask_paths=mask_paths, problems=problems,
         # Every image path is in JPEGImages, whose listing the checks can reuse.
-        extra={"existing_files": existing, "image_root": str(image_folder)}, **table,
+        extra={"existing_files": existing, "image_root": str(image_folder),
+               **({"read_mask": read_voc_mask} if masks else {})}, **table,
     )
 
 
@@ -216,26 +217,30 @@ class VOCDetection(DetectionDataset):
     """
 
     def __init__(self, root, split="train", transforms=None, *, class_names=None, use_difficult=False,
-                 check_policy="raise", filter_empty=False, masks=False, tolerance=1.0, images=None):
+                 check_policy="raise", filter_empty=False, masks=False, tolerance=1.0, images=None,
+                 proposal_file=None):
         annotations = parse_voc(root, split, class_names, masks=masks)
         super().__init__(annotations, images=images, transforms=transforms, check_policy=check_policy, filter_empty=filter_empty,
-                         use_difficult=use_difficult, masks=masks, tolerance=tolerance)
+                         use_difficult=use_difficult, masks=masks, tolerance=tolerance, proposal_file=proposal_file)
         self.root = Path(root)
         self.split = split
 
     def load_mask(self, index: int, height: int, width: int) -> np.ndarray:
-        from PIL import Image  # cv2 would expand the palette to colours; we need the indices
+        return read_voc_mask(self.annotations.mask_paths[index], int(self.annotations.image_ids[index]))
 
-        path = self.annotations.mask_paths[index]
-        try:
-            with Image.open(path) as im:
-                if im.mode not in ("P", "L"):
-                    raise ValueError(f"mode {im.mode}")
-                mask = np.asarray(im, dtype=np.uint8)
-        except (OSError, ValueError) as exc:
-            raise ImageReadError(f"cannot read segmentation mask {path} (image id {self.image_ids[index]}): {exc}; "
-                                 "VOC masks are palette ('P') or grayscale PNGs of class indices") from exc
-        if mask.shape != (height, width):
-            raise ValueError(f"segmentation mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                             f"{width}x{height} (image id {self.image_ids[index]})")
-        return mask
+
+def read_voc_mask(path, image_id=None) -> np.ndarray:
+    """A ``SegmentationClass`` PNG as ``uint8 [H, W]`` class indices (palette index = label,
+    255 = ignore). A file that cannot be read, or is neither palette nor grayscale, raises
+    :class:`~detect.data.checks.MaskError` naming it and the image id."""
+    from PIL import Image  # cv2 would expand the palette to colours; we need the indices
+
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L"):
+                raise ValueError(f"mode {im.mode}")
+            return np.asarray(im, dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise MaskError(Problem("unreadable_mask", str(path), image_id, None,
+                                f"cannot read segmentation mask: {exc}"),
+                        "VOC masks are palette ('P') or grayscale PNGs of class indices") from exc

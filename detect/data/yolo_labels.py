@@ -251,10 +251,10 @@ class YoloDetection(DetectionDataset):
     """
 
     def __init__(self, image_dir, transforms=None, *, class_names=None, label_dir=None, check_policy="raise",
-                 filter_empty=False, masks=False, tolerance=1.0, images=None):
+                 filter_empty=False, masks=False, tolerance=1.0, images=None, proposal_file=None):
         if masks:
             raise ValueError("YOLO-txt labels have no segmentation masks; use a COCO or VOC source for masks=True")
         annotations = parse_yolo(image_dir, class_names, label_dir)
         super().__init__(annotations, transforms=transforms, check_policy=check_policy, filter_empty=filter_empty,
-                         tolerance=tolerance, images=images)
+                         tolerance=tolerance, images=images, proposal_file=proposal_file)
         self.image_dir = Path(image_dir)

@@ -6,7 +6,13 @@ restored afterwards), and returns one flat dict:
 
 - the evaluator's metrics (``bbox/AP50``, ...; see :mod:`detect.evaluation`), for which
   the detections are mapped from the coordinates of the transformed image back to the
-  original image (``target["orig_size"]``) before ``evaluator.process``;
+  original image (``target["orig_size"]``) before ``evaluator.process``. Segmentation
+  outputs (``sem_seg``) are compared with the target ``masks``, which the dataset's
+  transform produced together with the image, so both are at the size of the image the
+  model was given and are compared there, pixel for pixel: the logits are reduced to a
+  label map (argmax, on the model's device) and are not resampled. (The evaluation
+  transforms change no geometry, so that size is the original one as well.) A label map
+  of another size than its mask is an error naming the image (the evaluator's check);
 - ``val/loss`` and ``val/<term>``: ``model.loss`` in eval mode, averaged over images
   (each batch weighted by its image count), summed over ranks.
 
@@ -42,7 +48,9 @@ def to_original_coordinates(outputs: list[dict], images: list[Tensor], targets: 
     """Scale output boxes from each transformed image's size to ``target["orig_size"]`` (H, W).
 
     Evaluation transforms may resize but never crop or flip, so a per-axis scale maps the
-    boxes back. Targets without ``orig_size`` leave the outputs as they are.
+    boxes back. Targets without ``orig_size`` leave the outputs as they are, and so do
+    outputs without boxes: a ``sem_seg`` map stays at the transformed image's size, the
+    size of the target mask it is compared with (see the module docstring).
     """
     mapped = []
     for output, image, target in zip(outputs, images, targets):
@@ -59,6 +67,15 @@ def to_original_coordinates(outputs: list[dict], images: list[Tensor], targets: 
         scale = boxes.new_tensor([orig_w / width, orig_h / height, orig_w / width, orig_h / height])
         mapped.append({**output, "boxes": boxes * scale})
     return mapped
+
+
+def _for_evaluator(output: dict) -> dict:
+    """An output on the CPU in float32; ``sem_seg`` logits ``[C, H, W]`` become their label
+    map ``int64 [H, W]`` first, on the model's device (moving H*W values, not C*H*W)."""
+    output = dict(output)
+    if "sem_seg" in output and output["sem_seg"].dim() == 3:
+        output["sem_seg"] = output["sem_seg"].argmax(dim=0)
+    return {k: (v.float() if v.is_floating_point() else v).cpu() for k, v in output.items()}
 
 
 @torch.no_grad()
@@ -105,7 +122,7 @@ def evaluate_model(
                                      if getattr(model, "accepts_proposals", False) and targets_dev
                                      and all("proposals" in t for t in targets_dev) else None)
                         outputs = model.predict(images, proposals=proposals)
-                    outputs = [{k: (v.float() if v.is_floating_point() else v).cpu() for k, v in o.items()} for o in outputs]
+                    outputs = [_for_evaluator(o) for o in outputs]
                     outputs = to_original_coordinates(outputs, images, targets)
                     evaluator.process(targets, outputs)
     finally:

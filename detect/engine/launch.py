@@ -117,10 +117,36 @@ def build_model(model_cfg: Mapping):
 
 def resolve_eval_choice(value, model, attribute: str):
     """``eval.metric`` / ``eval.best_metric`` as configured, or for ``"auto"`` the model's own
-    choice (``default_metric`` / ``default_best_metric`` of the five-family contract)."""
+    choice (``default_metric`` / ``default_best_metric`` of the five-family contract).
+
+    A configured choice of the other task (``miou`` or ``sem_seg/...`` for a detector, a box
+    metric for a segmenter) is a :class:`ConfigError`: its evaluator could not read the outputs."""
     if value != "auto":
+        _check_metric_task(value, model, attribute)
         return value
     return getattr(model, attribute, None) or getattr(Detector, attribute)
+
+
+def _check_metric_task(value, model, attribute: str) -> None:
+    if not value or not isinstance(value, str):
+        return
+    segmenter = getattr(model, "task", "detection") == "semantic_segmentation"
+    if attribute == "default_metric":
+        from detect.evaluation import EVALUATORS, SemSegEvaluator
+
+        if value not in EVALUATORS:  # a library user's own evaluator_factory may know it
+            return
+        wrong = (EVALUATORS[value] is not SemSegEvaluator) == segmenter
+        key = "eval.metric"
+    else:
+        wrong = value.startswith("bbox/") if segmenter else value.startswith("sem_seg/")
+        key = "eval.best_metric"
+    if wrong:
+        task = "a semantic segmentation model" if segmenter else "a detector"
+        raise ConfigError(
+            f"{key}={value!r} does not fit {type(model).__name__}, {task}; set {key}=auto (its own: "
+            f"{getattr(model, attribute, None) or getattr(Detector, attribute)!r})"
+        )
 
 
 def _has_split(data_cfg: Mapping, split: str) -> bool:
@@ -161,6 +187,12 @@ def train(config: "Mapping | str | Path", *, resume: str | Path | None = None, w
     """Train as ``config`` says; returns ``{"output_dir", "last_checkpoint", "best_checkpoint",
     "metrics", "best", "epoch", "iteration"}`` (checkpoint paths are None where not written)."""
     config = load_config(config)
+    if model is None:
+        from detect.engine.stages import stages_of, train_stages
+
+        if stages_of(config["model"]):  # a multi-stage family (R-CNN): its stages in order
+            return train_stages(config, resume=resume, weights=weights, device=device, output_dir=output_dir,
+                                datasets=datasets, evaluator_factory=evaluator_factory)
     if output_dir is not None:
         config["output_dir"] = str(output_dir)
     if device is not None:

@@ -12,8 +12,11 @@ All of them write on rank 0 only.
   every ``log_interval`` iterations and ``{"type": "val", "iteration", "epoch", <metric>: value...}``
   after each validation. NaN is written as ``NaN`` (what Python's json reads back).
   ``truncate_after(iteration)`` drops the records beyond an iteration (a resumed run).
-- :class:`TensorBoardWriter`: the same scalars, when the tensorboard package is installed
-  (when it is not, one warning per process says so).
+- :class:`TensorBoardWriter`: the same scalars as real TensorBoard event files
+  (``torch.utils.tensorboard.SummaryWriter``; ``<output_dir>/tensorboard/events.out.tfevents.*``),
+  tagged ``train/<key>`` and ``val/<key>`` at the run's iteration; numbers only (ints, floats,
+  numpy scalars, one-element tensors), booleans and text skipped. tensorboard is in the
+  ``dev`` extra; where it is not installed one warning per process says so.
 - :func:`plot_metrics`: ``<output_dir>/plots/losses.png`` (training losses) and ``metrics.png``
   (validation metrics and losses) against iterations, from metrics.jsonl.
 """
@@ -22,10 +25,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
+
+import numpy as np
+import torch
 
 from detect.distributed import is_main_process
 from detect.evaluation.base import is_per_class_metric
@@ -186,8 +193,14 @@ class TensorBoardWriter:
         if self.writer is None:
             return
         for key, value in values.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.writer.add_scalar(f"{prefix}/{key}", value, step)
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                value = value.item()
+            if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+                self.writer.add_scalar(f"{prefix}/{key}", float(value), step)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
 
     def close(self) -> None:
         """Flush and close; idempotent (the training end and the crash clean-up both call it)."""

@@ -15,6 +15,8 @@ detectron2). Frozen parameters (``requires_grad=False``) are left out.
 - ``multistep``: ``schedule(it) = gamma ** (number of milestones <= it)``;
 - ``cosine``: ``schedule(it) = r + (1 - r) * (1 + cos(pi * it / T)) / 2`` with
   ``r = min_lr_ratio`` and ``T`` the total number of iterations;
+- ``poly``: ``schedule(it) = (1 - min(it, T) / T) ** power`` (``power`` 0.9: the FCN / DeepLab
+  schedule of torchvision's segmentation reference, which reaches 0 at ``T``);
 - ``constant``: ``schedule(it) = 1``.
 
 The scheduler is stepped once per training iteration (:class:`detect.engine.hooks.LRSchedulerHook`),
@@ -84,22 +86,28 @@ def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Opt
     raise ValueError(f"train.optimizer.name={name!r}: expected 'sgd' or 'adamw'")
 
 
+SCHEDULES = ("multistep", "cosine", "poly", "constant")
+
+
 class WarmupLRScheduler:
-    """Linear warm-up followed by a multistep, cosine or constant schedule, per iteration.
+    """Linear warm-up followed by a multistep, cosine, poly or constant schedule, per iteration.
 
     Args:
         optimizer: its groups' ``initial_lr`` (set here from ``lr`` on first use) are the base LRs.
         total_iters: iterations of the whole run (cosine reaches ``min_lr_ratio`` there).
-        name: ``"multistep"``, ``"cosine"`` or ``"constant"``.
+        name: ``"multistep"``, ``"cosine"``, ``"poly"`` or ``"constant"``.
         milestones: iterations at which multistep multiplies the LR by ``gamma``.
+        power: the exponent of ``poly``.
         warmup_iters, warmup_factor: linear warm-up from ``warmup_factor`` to 1.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, total_iters: int, name: str = "multistep",
                  milestones: Sequence[int] = (), gamma: float = 0.1, min_lr_ratio: float = 0.0,
-                 warmup_iters: int = 0, warmup_factor: float = 0.001):
-        if name not in ("multistep", "cosine", "constant"):
-            raise ValueError(f"train.scheduler.name={name!r}: expected multistep, cosine or constant")
+                 warmup_iters: int = 0, warmup_factor: float = 0.001, power: float = 0.9):
+        if name not in SCHEDULES:
+            raise ValueError(f"train.scheduler.name={name!r}: expected multistep, cosine, poly or constant")
+        if name == "poly" and not float(power) > 0:
+            raise ValueError(f"train.scheduler.power must be positive, got {power}")
         if list(milestones) != sorted(milestones):
             raise ValueError(f"train.scheduler.milestones must increase, got {list(milestones)}")
         self.optimizer = optimizer
@@ -110,6 +118,7 @@ class WarmupLRScheduler:
         self.min_lr_ratio = float(min_lr_ratio)
         self.warmup_iters = int(warmup_iters)
         self.warmup_factor = float(warmup_factor)
+        self.power = float(power)
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
@@ -138,6 +147,8 @@ class WarmupLRScheduler:
         elif self.name == "cosine":
             progress = min(iteration, self.total_iters) / self.total_iters
             schedule = self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        elif self.name == "poly":
+            schedule = (1 - min(iteration, self.total_iters) / self.total_iters) ** self.power
         else:
             schedule = 1.0
         return warmup * schedule
@@ -175,4 +186,5 @@ def build_scheduler(optimizer, cfg: Mapping[str, Any], iters_per_epoch: int, epo
         min_lr_ratio=cfg.get("min_lr_ratio", 0.0),
         warmup_iters=min(int(cfg.get("warmup_iters", 0)), total),
         warmup_factor=cfg.get("warmup_factor", 0.001),
+        power=cfg.get("power", 0.9),
     )

@@ -68,7 +68,9 @@ def build_evaluator(metric: str, dataset, results_path=None) -> DatasetEvaluator
         return VOCEvaluator(dataset, use_07_metric=VOC_METRICS[metric], results_path=results_path)
     if metric == "miou":
         if results_path is not None:
-            raise UserInputError("results_path saves box detections; the 'miou' metric has none to save")
+            raise UserInputError(
+                f"--save-results {results_path} writes box detections as COCO JSON; a segmentation model (the "
+                "'miou' metric) has none: tools/infer.py --checkpoint CKPT --source IMAGES writes its label PNGs")
         return SemSegEvaluator(dataset.class_names)
     raise UserInputError(f"unknown evaluation metric {metric!r}; choose one of {', '.join(METRICS)} (eval.metric)")
 

@@ -25,6 +25,12 @@ Definitions (those of ultralytics, so its users read the plots as they expect):
   stores each as the interpolated precision (the best precision at that recall or above,
   0 past the last point) at the 101 recalls ``0, 0.01, ..., 1``.
 
+- Segmentation (:class:`~detect.evaluation.SemSegEvaluator`): the pixel confusion matrix
+  the metrics came from, drawn with the same layout (rows predicted, columns true,
+  background last) and stored in the JSON as the evaluator keeps it (rows true,
+  columns predicted, background first, as in the FCN and detectron2 code), with the
+  per-class IoU and accuracy.
+
 Plots use matplotlib with the Agg backend (no display needed).
 """
 from __future__ import annotations
@@ -213,6 +219,22 @@ def evaluation_report(evaluator, iou_threshold: float = 0.5, score_threshold: fl
     }
 
 
+def segmentation_report(evaluator) -> dict:
+    """The pixel confusion matrix of a :class:`SemSegEvaluator` after ``evaluate()`` as plain
+    data: ``{"names" (background first), "rows": "true", "columns": "predicted", "matrix",
+    "iou", "accuracy"}`` (per class; ``None`` where undefined)."""
+    from detect.evaluation.segmentation import segmentation_metrics
+
+    matrix = getattr(evaluator, "last_confusion_matrix", None)
+    if matrix is None:
+        raise ValueError(f"{type(evaluator).__name__} holds no confusion matrix; run evaluate() first")
+    values = segmentation_metrics(matrix)
+    undefined_as_none = lambda array: [None if np.isnan(v) else float(v) for v in array]  # noqa: E731
+    return {"names": list(evaluator.class_names), "rows": "true", "columns": "predicted",
+            "matrix": np.asarray(matrix).tolist(), "iou": undefined_as_none(values["iou"]),
+            "accuracy": undefined_as_none(values["accuracy"])}
+
+
 def write_evaluation_report(evaluator, out_dir, split: str = "val", metrics: dict | None = None,
                             iou_threshold: float = 0.5, score_threshold: float = 0.25) -> dict[str, Path]:
     """Write into ``out_dir`` and return ``{name: path}``:
@@ -222,7 +244,9 @@ def write_evaluation_report(evaluator, out_dir, split: str = "val", metrics: dic
       (:func:`evaluation_report`);
     - for a box evaluator that kept its detections (:func:`supports_report`, e.g. VOC):
       ``confusion_matrix`` (``<split>_confusion_matrix.png``) and ``pr_curves``
-      (``<split>_pr_curves.png``).
+      (``<split>_pr_curves.png``);
+    - for a segmentation evaluator: ``"confusion_matrix"`` (:func:`segmentation_report`) in
+      the JSON and ``confusion_matrix`` (``<split>_confusion_matrix.png``, pixel counts).
 
     Rank 0 only: other ranks (and ``evaluator=None`` without metrics) write nothing, ``{}``.
     """
@@ -242,6 +266,13 @@ def write_evaluation_report(evaluator, out_dir, split: str = "val", metrics: dic
         written["pr_curves"] = plot_pr_curves(
             evaluator.last_curves, names, ap, out_dir / f"{split}_pr_curves.png",
             f"{split}: precision-recall (IoU >= {evaluator.iou_threshold:g})")
+    elif getattr(evaluator, "last_confusion_matrix", None) is not None:
+        payload["confusion_matrix"] = segmentation_report(evaluator)
+        # The detection plot's layout: rows predicted, columns true, background last.
+        matrix = np.roll(np.asarray(evaluator.last_confusion_matrix).T, -1, axis=(0, 1))
+        written["confusion_matrix"] = plot_confusion_matrix(
+            matrix, list(evaluator.class_names)[1:], out_dir / f"{split}_confusion_matrix.png",
+            f"{split}: pixel confusion matrix")
     path = out_dir / f"{split}_metrics.json"
     with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=1)

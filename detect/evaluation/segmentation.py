@@ -13,6 +13,14 @@ left out of the means, as in the usual (FCN, detectron2) definitions.
 
 Metrics: ``sem_seg/mIoU``, ``sem_seg/fwIoU`` (weighted by ground-truth frequency),
 ``sem_seg/mAcc``, ``sem_seg/pAcc`` (pixel accuracy), ``sem_seg/IoU-<class>``.
+After :meth:`SemSegEvaluator.evaluate` (rank 0) the evaluator keeps the summed matrix
+(``last_confusion_matrix``, ``int64 [C, C]``, rows = true class, background first) and
+``per_class_table`` (IoU and accuracy per class, in percent), which ``tools/eval.py``
+prints and writes into its report (:mod:`detect.evaluation.plots`).
+
+Under torch.distributed each rank keeps one small sparse matrix per image id, rank 0
+gathers them and counts an image seen on two ranks (a padding sampler) once, as the
+detection evaluators do; the metrics are then those of one process over every image.
 """
 from __future__ import annotations
 
@@ -70,6 +78,7 @@ class SemSegEvaluator(DatasetEvaluator):
         self.num_classes = len(self.class_names)
         self.ignore_index = ignore_index
         self.per_class_table = ""
+        self.last_confusion_matrix: np.ndarray | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -126,6 +135,7 @@ class SemSegEvaluator(DatasetEvaluator):
         for index, counts in per_image.values():
             np.add.at(matrix, index, counts)
         matrix = matrix.reshape(self.num_classes, self.num_classes)
+        self.last_confusion_matrix = matrix
         values = segmentation_metrics(matrix)
         metrics = {f"sem_seg/{name}": values[name] for name in ("mIoU", "fwIoU", "mAcc", "pAcc")}
         rows = []
@@ -133,6 +143,6 @@ class SemSegEvaluator(DatasetEvaluator):
             if not np.isnan(iou):
                 metrics[f"sem_seg/IoU-{name}"] = float(iou)
             rows.append((name, [float(iou), float(accuracy)]))
-        self.per_class_table = format_table("class", ["IoU", "Acc"], rows)
+        self.per_class_table = format_table("class", ["IoU (%)", "Acc (%)"], rows)
         logger.info("segmentation mIoU %.4f\n%s", metrics["sem_seg/mIoU"], self.per_class_table)
         return metrics

@@ -25,6 +25,12 @@ and its outputs come back in the coordinates of the image as given.
 Output per image, on the CPU: ``boxes`` float32 [M, 4] (xyxy pixels), ``scores`` float32
 [M], ``labels`` int64 [M] in 1..K and ``class_names`` (``list[str]``, one per detection),
 sorted by decreasing score.
+
+A semantic segmentation model (``model.task == "semantic_segmentation"``, FCN) gives per
+image ``sem_seg`` float32 [K + 1, H, W] (the logits, channel 0 = background, at the size of
+the image as given), ``label_map`` int64 [H, W] (their argmax: 0 background, 1..K) and
+``class_names`` (``["background", *class_names]``: ``class_names[v]`` names value ``v`` of
+the label map). Such a model has no score threshold: giving one is a ``UserInputError``.
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ from torch import Tensor, nn
 
 from detect.data.image_io import read_image, to_tensor
 from detect.engine.device import autocast, resolve_device
+from detect.errors import UserInputError
 from detect.inference.sources import COLOR_ORDERS, convert_color
 
 
@@ -97,6 +104,9 @@ class Predictor:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if model_color_order not in COLOR_ORDERS:
             raise ValueError(f"model_color_order must be 'RGB' or 'BGR', got {model_color_order!r}")
+        self.task = getattr(model, "task", "detection")
+        if score_thresh is not None and self.task != "detection":
+            raise UserInputError(_no_score_thresh(model, score_thresh))
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.class_names = list(class_names)
@@ -128,6 +138,10 @@ class Predictor:
         model applies, the model's ``score_thresh`` is lowered to it so that those
         detections exist to be returned.
         """
+        from detect.export.runtime import is_exported_file
+
+        if is_exported_file(path):  # an .onnx file or our TorchScript archive
+            return cls.from_exported(path, device=device, score_thresh=score_thresh, **kwargs)
         from detect.engine.checkpoint import CheckpointError, inference_state_dict, load_checkpoint
         from detect.modeling.registry import build_detector
 
@@ -146,6 +160,8 @@ class Predictor:
         if box_format != "xyxy":
             raise CheckpointError(f"checkpoint {path}: box_format {box_format!r}; this library writes 'xyxy'")
         model = build_detector(**model_config)
+        if score_thresh is not None and getattr(model, "task", "detection") != "detection":
+            raise UserInputError(_no_score_thresh(model, score_thresh))
         if score_thresh is None:
             score_thresh = getattr(model, "default_predict_score_thresh", None)
         if score_thresh is not None and score_thresh < model.score_thresh:
@@ -165,6 +181,39 @@ class Predictor:
             model_color_order=payload.get("color_order", "RGB"),
             **kwargs,
         )
+
+    @classmethod
+    def from_exported(
+        cls,
+        path: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        score_thresh: float | None = None,
+        num_threads: int | None = None,
+        **kwargs,
+    ) -> "Predictor":
+        """Serve a file written by ``tools/export.py`` (``.onnx`` on ONNX Runtime, or a
+        TorchScript archive) with the same call, inputs and outputs as a PyTorch model: class
+        names, colour order and thresholds come from the file's metadata, and no model code
+        runs (:class:`detect.export.runtime.ExportedModel`). ``score_thresh`` defaults as in
+        :meth:`from_checkpoint`; it cannot go below the threshold baked into the graph
+        (re-export with ``--score-thresh`` for that). ``half`` is not available; ``optimize``
+        is ignored (the graph is what it is)."""
+        from detect.export.runtime import ExportedModel
+
+        if kwargs.pop("half", False):
+            raise UserInputError(f"{path}: half precision is not available for an exported model; leave --half out")
+        kwargs.pop("optimize", None)
+        model = ExportedModel(path, num_threads=num_threads)
+        if score_thresh is None and model.task == "detection":
+            score_thresh = model.default_predict_score_thresh
+        baked = model.score_thresh
+        if score_thresh is not None and baked is not None and score_thresh < baked:
+            raise UserInputError(
+                f"{path}: score_thresh {score_thresh} is below the {baked} exported into the graph; "
+                f"re-export with tools/export.py --score-thresh {score_thresh}"
+            )
+        return cls(model, model.class_names, device=device, score_thresh=score_thresh,
+                   model_color_order=model.color_order, optimize=False, **kwargs)
 
     # ------------------------------------------------------------------ inputs
     def to_tensor(self, item, color_order: str | None = None, index: int = 0) -> Tensor:
@@ -242,6 +291,8 @@ class Predictor:
         return [self._finish(output) for output in outputs]
 
     def _finish(self, output: dict) -> dict:
+        if "sem_seg" in output:
+            return self._finish_segmentation(output)
         boxes = output["boxes"].float().cpu()
         scores = output["scores"].float().cpu()
         labels = output["labels"].to(torch.int64).cpu()
@@ -257,6 +308,22 @@ class Predictor:
             )
         names = [self.class_names[k - 1] for k in labels.tolist()]
         return {"boxes": boxes, "scores": scores, "labels": labels, "class_names": names}
+
+    def _finish_segmentation(self, output: dict) -> dict:
+        logits = output["sem_seg"]
+        if logits.dim() != 3 or logits.shape[0] != len(self.class_names) + 1:
+            raise ValueError(
+                f"the model returned sem_seg of shape {tuple(logits.shape)}; expected "
+                f"[{len(self.class_names) + 1}, H, W] (background + {len(self.class_names)} classes): does the class list match the model?"
+            )
+        label_map = logits.argmax(dim=0).to(torch.int64).cpu()  # on the model's device: moves H*W, not C*H*W
+        return {"sem_seg": logits.float().cpu(), "label_map": label_map,
+                "class_names": ["background", *self.class_names]}
+
+
+def _no_score_thresh(model, value) -> str:
+    return (f"score_thresh={value} (--score-thresh) filters detections, but {type(model).__name__} is a semantic "
+            "segmentation model that labels every pixel; leave it unset")
 
 
 def detections_to_json(detections: dict) -> list[dict]:

@@ -22,6 +22,24 @@ Outputs in ``output_dir``:
   (``frame`` is ``null`` for still images). It is written at the end, also when the run
   stops early (an error, or Ctrl+C on a webcam, which ends the run normally).
 
+A semantic segmentation checkpoint (FCN; ``Predictor.task == "semantic_segmentation"``)
+writes instead:
+
+- one colour overlay per image (:func:`~detect.inference.draw.draw_segmentation`: class
+  colours blended over the pixels, a legend naming the classes present) and one overlay
+  ``.mp4`` per video, at the source's frame rate and frame count, as above;
+- ``labels/<stem>.png`` per image: the label map as Pascal VOC's ``SegmentationClass``
+  (8-bit palette PNG, index = label, 0 background, the VOC colour map);
+  with ``save_frame_labels`` also ``labels/<video stem>/<frame:06d>.png`` per video frame;
+- ``segmentation.json``: one record per image or frame::
+
+      {"source": "a.jpg", "frame": null, "output": "runs/infer/a.jpg",
+       "label_png": "runs/infer/labels/a.png", "height": 480, "width": 640,
+       "areas": {"background": 250000, "person": 57200}}
+
+  ``areas`` counts the pixels of every class (background first, every class listed, 0
+  where absent), so they sum to ``height * width``.
+
 The sources are opened and the output directory is checked before the model is loaded,
 so a wrong path fails in a second with an error naming it. Two rules protect files:
 
@@ -43,7 +61,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from detect.filesystem import atomic_write
-from detect.inference.draw import draw_detections
+import torch
+
+from detect.inference.draw import draw_detections, draw_segmentation
 from detect.inference.predictor import Predictor, detections_to_json
 from detect.inference.sources import (
     Frame,
@@ -56,6 +76,7 @@ from detect.inference.sources import (
     next_free_directory,
     open_sources,
     write_image,
+    write_label_png,
 )
 from detect.errors import UserInputError
 
@@ -72,14 +93,21 @@ class InferenceResult:
     json_path: Path | None = None
     frames: int = 0  # images and video frames processed
     detections: int = 0
+    task: str = "detection"  # or "semantic_segmentation"
+    label_maps: list[Path] = field(default_factory=list)  # segmentation: palette label PNGs
 
     def summary(self) -> str:
-        lines = [f"{self.frames} images/frames, {self.detections} detections -> {self.output_dir}"]
+        if self.task == "detection":
+            lines = [f"{self.frames} images/frames, {self.detections} detections -> {self.output_dir}"]
+        else:
+            lines = [f"{self.frames} images/frames segmented -> {self.output_dir}"]
         if self.images:
-            lines.append(f"  {len(self.images)} annotated images")
+            lines.append(f"  {len(self.images)} {'annotated images' if self.task == 'detection' else 'overlays'}")
         lines += [f"  video: {path}" for path in self.videos]
+        if self.label_maps:
+            lines.append(f"  {len(self.label_maps)} label PNGs in {self.label_maps[0].parent}")
         if self.json_path:
-            lines.append(f"  detections: {self.json_path}")
+            lines.append(f"  {'detections' if self.task == 'detection' else 'class areas'}: {self.json_path}")
         return "\n".join(lines)
 
 
@@ -121,8 +149,9 @@ def run_inference(
     max_frames: int | None = None,
     progress: bool = True,
     exist_ok: bool = False,
+    save_frame_labels: bool = False,
 ) -> InferenceResult:
-    """Detect objects in every image and frame of ``source`` and write the results.
+    """Detect objects (or label pixels) in every image and frame of ``source`` and write the results.
 
     Args:
         model: a checkpoint path (built with :meth:`Predictor.from_checkpoint`) or a
@@ -133,9 +162,11 @@ def run_inference(
         output_dir: created if needed; must be writable; neither an input file nor the
             folder of one (:class:`OutputError`). When it exists and is not empty the
             outputs go to the next free ``<output_dir>-N`` unless ``exist_ok``.
-        save_images: write annotated images and videos (False: only the JSON).
+        save_images: write annotated images and videos, and a segmentation model's label
+            PNGs (False: only the JSON).
         max_frames: read at most this many frames per video or webcam.
         progress: show a tqdm bar over frames.
+        save_frame_labels: segmentation: a label PNG for every video frame as well.
     """
     if batch_size < 1:
         raise UserInputError(f"batch_size must be at least 1, got {batch_size}")
@@ -166,17 +197,20 @@ def run_inference(
 
     lengths = [len(s) if isinstance(s, ImageFiles) else s.frame_count for s in sources]
     total = None if any(n is None for n in lengths) else sum(lengths)
-    result = InferenceResult(output_dir)
+    task = getattr(predictor, "task", "detection")
+    result = InferenceResult(output_dir, task=task)
     records: list[dict] = []
     used_names: set[str] = set()
-    json_path = output_dir / "detections.json" if save_json else None
+    json_name = "detections.json" if task == "detection" else "segmentation.json"
+    json_path = output_dir / json_name if save_json else None
+    writer = _Outputs(task, output_dir, save_images, save_frame_labels)
     bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True, desc="infer")
     try:
         for src in sources:
             if isinstance(src, ImageFiles):
-                _run_images(src, predictor, batch_size, output_dir, used_names, save_images, result, records, bar)
+                _run_images(src, predictor, batch_size, output_dir, used_names, writer, result, records, bar)
             else:
-                _run_video(src, predictor, batch_size, output_dir, used_names, save_images, result, records, bar)
+                _run_video(src, predictor, batch_size, output_dir, used_names, writer, result, records, bar)
     except BaseException:
         if json_path is not None:  # keep what was found so far; the original error wins
             try:
@@ -201,49 +235,88 @@ def _predict(predictor: Predictor, batch: list[Frame]) -> list[dict]:
     return predictor.predict_tensors([predictor.to_tensor(f.image, "RGB", i) for i, f in enumerate(batch)])
 
 
-def _record(frame: Frame, detections: dict, output: Path | None) -> dict:
-    height, width = frame.image.shape[:2]
-    return {
-        "source": frame.source,
-        "frame": frame.index,
-        "output": str(output) if output else None,
-        "height": height,
-        "width": width,
-        "detections": detections_to_json(detections),
-    }
+class _Outputs:
+    """What each image or frame turns into, per task: the drawn image, its JSON record and
+    (segmentation) its label PNG."""
+
+    def __init__(self, task: str, output_dir: Path, save_images: bool, save_frame_labels: bool):
+        self.segmentation = task != "detection"
+        self.save_images = save_images
+        self.save_frame_labels = save_frame_labels and save_images and self.segmentation
+        self.labels_dir = output_dir / "labels"
+        self._used_label_names: set[str] = set()
+
+    def draw(self, frame: Frame, prediction: dict):
+        if self.segmentation:
+            return draw_segmentation(frame.image, prediction["label_map"], prediction["class_names"])
+        return draw_detections(frame.image, prediction)
+
+    def label_png(self, frame: Frame, prediction: dict, video_stem: str | None, result: InferenceResult) -> Path | None:
+        """The label PNG of a segmented image (or, when asked, video frame); None otherwise."""
+        if not self.segmentation or not self.save_images:
+            return None
+        if video_stem is None:
+            self.labels_dir.mkdir(exist_ok=True)
+            path = _unique(self.labels_dir, Path(frame.source).stem + ".png", self._used_label_names)
+        elif self.save_frame_labels:
+            folder = self.labels_dir / video_stem
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{frame.index:06d}.png"
+        else:
+            return None
+        result.label_maps.append(write_label_png(path, prediction["label_map"]))
+        return path
+
+    def record(self, frame: Frame, prediction: dict, output: Path | None, label_png: Path | None) -> dict:
+        height, width = frame.image.shape[:2]
+        record = {"source": frame.source, "frame": frame.index, "output": str(output) if output else None}
+        if self.segmentation:
+            names = prediction["class_names"]
+            counts = torch.bincount(prediction["label_map"].reshape(-1), minlength=len(names))[: len(names)]
+            record.update(label_png=str(label_png) if label_png else None, height=height, width=width,
+                          areas=dict(zip(names, counts.tolist())))
+        else:
+            record.update(height=height, width=width, detections=detections_to_json(prediction))
+        return record
+
+    def count(self, prediction: dict) -> int:
+        return 0 if self.segmentation else len(prediction["scores"])
 
 
-def _run_images(src, predictor, batch_size, output_dir, used_names, save_images, result, records, bar) -> None:
+def _run_images(src, predictor, batch_size, output_dir, used_names, outputs: _Outputs, result, records, bar) -> None:
     for batch in _batches(src, batch_size):
-        for frame, detections in zip(batch, _predict(predictor, batch)):
+        for frame, prediction in zip(batch, _predict(predictor, batch)):
             output = None
-            if save_images:
+            if outputs.save_images:
                 output = _unique(output_dir, Path(frame.source).name, used_names)
-                write_image(output, draw_detections(frame.image, detections))
+                write_image(output, outputs.draw(frame, prediction))
                 result.images.append(output)
-            records.append(_record(frame, detections, output))
+            label_png = outputs.label_png(frame, prediction, None, result)
+            records.append(outputs.record(frame, prediction, output, label_png))
             result.frames += 1
-            result.detections += len(detections["scores"])
+            result.detections += outputs.count(prediction)
         bar.update(len(batch))
 
 
-def _run_video(src: VideoStream, predictor, batch_size, output_dir, used_names, save_images, result, records, bar) -> None:
+def _run_video(src: VideoStream, predictor, batch_size, output_dir, used_names, outputs: _Outputs, result, records,
+               bar) -> None:
     name = f"webcam{src.source}.mp4" if src.is_webcam else f"{Path(src.source).stem}.mp4"
-    output = _unique(output_dir, name, used_names) if save_images else None
+    output = _unique(output_dir, name, used_names) if outputs.save_images else None
     writer: VideoWriter | None = None
     bar.set_description(Path(src.name).name)
     try:
         for batch in _batches(src, batch_size):
-            if save_images and writer is None:
+            if outputs.save_images and writer is None:
                 height, width = batch[0].image.shape[:2]
                 writer = VideoWriter(output, src.fps, (width, height))
                 result.videos.append(output)
-            for frame, detections in zip(batch, _predict(predictor, batch)):
+            for frame, prediction in zip(batch, _predict(predictor, batch)):
                 if writer is not None:
-                    writer.write(draw_detections(frame.image, detections))
-                records.append(_record(frame, detections, output))
+                    writer.write(outputs.draw(frame, prediction))
+                label_png = outputs.label_png(frame, prediction, Path(output).stem if output else None, result)
+                records.append(outputs.record(frame, prediction, output, label_png))
                 result.frames += 1
-                result.detections += len(detections["scores"])
+                result.detections += outputs.count(prediction)
             bar.update(len(batch))
     except KeyboardInterrupt:
         if not src.is_webcam:

@@ -278,6 +278,31 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     return path
 
 
+def write_label_png(path: str | os.PathLike, label_map) -> Path:
+    """Write a label map as Pascal VOC writes ``SegmentationClass``: an 8-bit palette PNG
+    (PIL mode ``"P"``) whose pixel index is the label (0 background, 1..K, 255 ignore kept)
+    with the VOC colour map as its palette. Reading it back with PIL, ``np.array(png)``
+    is the label map. ``ValueError`` for values outside 0..255; OutputError on failure."""
+    from PIL import Image
+
+    from detect.data.shapes import voc_palette
+
+    path = Path(path)
+    labels = label_map.detach().cpu().numpy() if hasattr(label_map, "detach") else np.asarray(label_map)
+    if labels.ndim != 2:
+        raise ValueError(f"{path}: a label map is [H, W], got shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError(f"{path}: label values must lie in 0..255 for a palette PNG, "
+                         f"got {labels.min()}..{labels.max()}")
+    png = Image.fromarray(labels.astype(np.uint8), mode="P")
+    png.putpalette(voc_palette(256).reshape(-1).tolist())
+    try:
+        png.save(path, format="PNG")
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+    return path
+
+
 @contextlib.contextmanager
 def _quiet_native_stderr():
     """Silence C-level stderr (FFmpeg prints probe failures there) for a moment."""

@@ -15,7 +15,9 @@ then anchor (ratio-major, then size) -- the order of the RPN head's outputs afte
 ``permute(0, 2, 3, 1)``. A cell anchor is centred on ``(0, 0)`` and rounded to whole pixels,
 and the anchor of position ``(i, j)`` is shifted by ``(j * stride, i * stride)``: exactly
 torchvision's ``AnchorGenerator``. Anchors depend only on the grid, so they are cached per
-(grid sizes, strides, device, dtype); every image of a batch shares them.
+(grid sizes, strides, device, dtype); every image of a batch shares them. While tracing
+(export), grid sizes are 0-dim tensors of the graph, so the anchors are computed in it and
+not cached.
 
 Strides: ``stride_mode="feature"`` (default) uses each level's true stride (the backbone's
 or neck's). ``stride_mode="torchvision"`` reproduces torchvision, which derives the stride
@@ -130,6 +132,11 @@ class AnchorGenerator(nn.Module):
                 f"anchor generator has {self.num_levels} levels (sizes {self.sizes}) but got "
                 f"{len(grid_sizes)} feature maps; give one size list per feature level"
             )
+        if torch.jit.is_tracing():
+            return [
+                self.grid_anchors(tuple(g), tuple(s), level, device, dtype)
+                for level, (g, s) in enumerate(zip(grid_sizes, strides))
+            ]
         key = (tuple(map(tuple, grid_sizes)), tuple(map(tuple, strides)), str(device), dtype)
         anchors = self._cache.get(key)
         if anchors is None:

@@ -35,10 +35,13 @@ POOLER_TYPES = ("roi_align", "roi_pool")
 def boxes_to_rois(boxes: list[Tensor]) -> Tensor:
     """``[R, 5]`` rows ``(image index, x1, y1, x2, y2)`` from per-image box lists."""
     concat = torch.cat(boxes, dim=0)
-    image_index = torch.repeat_interleave(
-        torch.arange(len(boxes), device=concat.device, dtype=concat.dtype),
-        torch.tensor([b.shape[0] for b in boxes], device=concat.device),
-    )
+    if torch.jit.is_tracing():  # box counts are graph values there, not constants
+        image_index = torch.cat([torch.full_like(b[:, 0], i) for i, b in enumerate(boxes)])
+    else:
+        image_index = torch.repeat_interleave(
+            torch.arange(len(boxes), device=concat.device, dtype=concat.dtype),
+            torch.tensor([b.shape[0] for b in boxes], device=concat.device),
+        )
     return torch.cat([image_index[:, None], concat], dim=1)
 
 
@@ -103,7 +106,8 @@ class RoIPooler(nn.Module):
         )
 
     def _pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
-        if self.pooler_type == "roi_align" and feature.device.type == "cpu" and self.sampling_ratio > 0:
+        # While tracing (export) torchvision's op, which exports as ONNX RoiAlign, is recorded.
+        if self.pooler_type == "roi_align" and feature.device.type == "cpu" and self.sampling_ratio > 0 and not torch.jit.is_tracing():
             return roi_ops.roi_align(feature, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
         rois = rois.to(feature.dtype)  # torchvision's kernels want matching dtypes (bf16 inference)
         if self.pooler_type == "roi_pool":

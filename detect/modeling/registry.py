@@ -14,7 +14,10 @@ from typing import Callable
 _BUILDERS: dict[str, "str | Callable"] = {
     # name            -> "module:function"
     "faster_rcnn": "detect.modeling.meta_arch.faster_rcnn:build_faster_rcnn",
+    "fast_rcnn": "detect.modeling.meta_arch.fast_rcnn:build_fast_rcnn",
+    "rcnn": "detect.modeling.meta_arch.rcnn:build_rcnn",
     "yolov1": "detect.modeling.meta_arch.yolov1:build_yolov1",
+    "fcn": "detect.modeling.meta_arch.fcn:build_fcn",
 }
 
 

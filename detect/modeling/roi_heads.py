@@ -8,12 +8,15 @@ with ``features`` the list of maps the pooler reads and ``proposals`` one ``[P_i
 per image (network-input pixels).
 
 - ``training=True``: the ground-truth boxes are appended to the proposals; proposals with
-  IoU >= ``fg_iou_thresh`` take their best ground truth's label, those below
-  ``bg_iou_thresh`` are background, the rest ignored; ``batch_size_per_image`` are sampled
+  IoU >= ``fg_iou_thresh`` take their best ground truth's label, those in
+  ``[bg_iou_low_thresh, bg_iou_thresh)`` are background, the rest ignored
+  (``bg_iou_low_thresh`` is 0 for Faster R-CNN, 0.1 for Fast R-CNN; in an image without
+  objects every proposal is background); ``batch_size_per_image`` are sampled
   with at most ``positive_fraction`` foreground. Returns ``detections = []`` and
   ``loss_classifier`` (cross-entropy over the sampled RoIs) and ``loss_box_reg`` (smooth
-  L1, beta 1/9, on the ground-truth class's deltas of the foreground RoIs, summed and
-  divided by the number of sampled RoIs: exactly 0 when no image has objects).
+  L1, beta ``box_loss_beta`` = 1/9 (Fast R-CNN paper: 1), on the ground-truth class's
+  deltas of the foreground RoIs, summed and divided by the number of sampled RoIs: exactly
+  0 when no image has objects).
 - ``training=False``: per image ``{"boxes" [M, 4], "scores" [M], "labels" int64 [M]}`` in
   network-input pixels: softmax scores, class-specific boxes decoded (weights
   ``bbox_reg_weights``) and clipped, background dropped, scores <= ``score_thresh`` and
@@ -30,11 +33,12 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+from torchvision.ops import box_iou, remove_small_boxes
 
 from detect.modeling.box_coder import BoxCoder
 from detect.modeling.matcher import Matcher
 from detect.modeling.sampler import BalancedPositiveNegativeSampler
+from detect.modeling.transform import clip_boxes, traceable_batched_nms
 
 
 class RoIHeads(nn.Module):
@@ -45,8 +49,11 @@ class RoIHeads(nn.Module):
         box_head: pooled features -> ``[R, D]``.
         box_predictor: ``[R, D]`` -> (logits ``[R, K + 1]``, deltas ``[R, 4 (K + 1)]``).
         fg_iou_thresh, bg_iou_thresh: proposal labelling thresholds (0.5 / 0.5).
+        bg_iou_low_thresh: background needs at least this IoU with some ground truth (0;
+            the Fast R-CNN paper's 0.1); lower ones are ignored.
         batch_size_per_image, positive_fraction: RoI sampling (512 / 0.25).
         bbox_reg_weights: box coder weights (10, 10, 5, 5).
+        box_loss_beta: the smooth L1 transition point (1/9; the Fast R-CNN paper's 1).
         score_thresh, nms_thresh, detections_per_img: inference post-processing.
     """
 
@@ -63,8 +70,14 @@ class RoIHeads(nn.Module):
         score_thresh: float = 0.05,
         nms_thresh: float = 0.5,
         detections_per_img: int = 100,
+        bg_iou_low_thresh: float = 0.0,
+        box_loss_beta: float = 1 / 9,
     ):
         super().__init__()
+        if not 0.0 <= bg_iou_low_thresh <= bg_iou_thresh:
+            raise ValueError(f"bg_iou_low_thresh ({bg_iou_low_thresh}) must lie in 0..bg_iou_thresh ({bg_iou_thresh})")
+        self.bg_iou_low_thresh = float(bg_iou_low_thresh)
+        self.box_loss_beta = float(box_loss_beta)
         self.pooler = pooler
         self.box_head = box_head
         self.box_predictor = box_predictor
@@ -113,7 +126,8 @@ class RoIHeads(nn.Module):
         proposals = [torch.cat((p, t["boxes"].to(p.dtype))) for p, t in zip(proposals, targets)]
         for image_proposals, target in zip(proposals, targets):
             gt_boxes, gt_labels = target["boxes"].to(image_proposals.dtype), target["labels"]
-            matches = self.matcher(box_iou(gt_boxes, image_proposals))
+            quality = box_iou(gt_boxes, image_proposals)
+            matches = self.matcher(quality)
             if gt_boxes.shape[0] == 0:
                 image_labels = torch.zeros_like(matches)
                 image_matched = torch.zeros_like(image_proposals)
@@ -121,6 +135,8 @@ class RoIHeads(nn.Module):
                 image_labels = gt_labels[matches.clamp(min=0)]
                 image_labels[matches == Matcher.BELOW_LOW_THRESHOLD] = 0
                 image_labels[matches == Matcher.BETWEEN_THRESHOLDS] = -1
+                if self.bg_iou_low_thresh > 0 and image_proposals.shape[0] > 0:
+                    image_labels[quality.max(dim=0).values < self.bg_iou_low_thresh] = -1
                 image_matched = gt_boxes[matches.clamp(min=0)]
             labels.append(image_labels)
             matched_boxes.append(image_matched)
@@ -150,7 +166,8 @@ class RoIHeads(nn.Module):
         foreground = torch.where(labels > 0)[0]
         deltas = deltas.reshape(deltas.shape[0], -1, 4)
         box_loss = F.smooth_l1_loss(
-            deltas[foreground, labels[foreground]], regression_targets[foreground], beta=1 / 9, reduction="sum"
+            deltas[foreground, labels[foreground]], regression_targets[foreground], beta=self.box_loss_beta,
+            reduction="sum",
         ) / max(labels.numel(), 1)
         return {"loss_classifier": classification_loss, "loss_box_reg": box_loss}
 
@@ -165,14 +182,16 @@ class RoIHeads(nn.Module):
         counts = [p.shape[0] for p in proposals]
         labels = torch.arange(num_classes, device=logits.device)
         results = []
-        for image_boxes, image_scores, size in zip(boxes.split(counts), scores.split(counts), image_sizes):
-            image_boxes = clip_boxes_to_image(image_boxes, size)[:, 1:].reshape(-1, 4)
+        # One image (an exported model) needs no split, whose sizes a trace would freeze.
+        per_image = zip([boxes], [scores]) if len(proposals) == 1 else zip(boxes.split(counts), scores.split(counts))
+        for (image_boxes, image_scores), size in zip(per_image, image_sizes):
+            image_boxes = clip_boxes(image_boxes, size)[:, 1:].reshape(-1, 4)
             image_labels = labels[1:].expand(image_scores.shape[0], -1).reshape(-1)
             image_scores = image_scores[:, 1:].reshape(-1)
             keep = torch.where(image_scores > self.score_thresh)[0]
             image_boxes, image_scores, image_labels = image_boxes[keep], image_scores[keep], image_labels[keep]
             keep = remove_small_boxes(image_boxes, min_size=1e-2)
             image_boxes, image_scores, image_labels = image_boxes[keep], image_scores[keep], image_labels[keep]
-            keep = batched_nms(image_boxes, image_scores, image_labels, self.nms_thresh)[: self.detections_per_img]
+            keep = traceable_batched_nms(image_boxes, image_scores, image_labels, self.nms_thresh)[: self.detections_per_img]
             results.append({"boxes": image_boxes[keep], "scores": image_scores[keep], "labels": image_labels[keep]})
         return results

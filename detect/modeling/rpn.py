@@ -25,7 +25,9 @@ names equal torchvision's ``RPNHead`` (``conv.0.0``, ``cls_logits``, ``bbox_pred
   box loss is exactly 0.
 
 ``training`` is an argument, not ``self.training``, so that a validation loss in eval mode
-uses the training counts and sampling. The computation equals torchvision's
+uses the training counts and sampling. Under tracing (export) the per-level top-k count,
+the grid sizes and the clipping size are graph values, so the exported RPN follows the input
+size. The computation equals torchvision's
 ``RegionProposalNetwork``; it decodes only the anchors that survive the per-level top-k
 (torchvision decodes all of them), which gives the same boxes at a fraction of the cost.
 """
@@ -34,13 +36,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import Conv2dNormActivation, batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+from torchvision.ops import Conv2dNormActivation, box_iou, remove_small_boxes
 
 from detect.modeling.anchors import AnchorGenerator
 from detect.modeling.box_coder import BoxCoder
 from detect.modeling.matcher import Matcher
 from detect.modeling.sampler import BalancedPositiveNegativeSampler
-from detect.modeling.transform import ImageBatch
+from detect.modeling.transform import ImageBatch, clip_boxes, image_size, is_tracing, traceable_batched_nms
 
 
 class RPNHead(nn.Module):
@@ -138,12 +140,7 @@ class RegionProposalNetwork(nn.Module):
         targets: list[dict] | None = None,
         training: bool = False,
     ) -> tuple[list[Tensor], dict[str, Tensor]]:
-        objectness, deltas = self.head(features)
-        grid_sizes = [tuple(f.shape[-2:]) for f in features]
-        anchors = self.anchor_generator(
-            grid_sizes, [(s, s) for s in strides], features[0].device, torch.float32, batch.padded_size
-        )
-        objectness, deltas = _flatten_predictions(objectness, deltas)
+        objectness, deltas, anchors = self._predict(features, strides, batch)
         proposals = self.select_proposals(objectness, deltas, anchors, batch.image_sizes, training)
         losses: dict[str, Tensor] = {}
         if training:
@@ -153,6 +150,22 @@ class RegionProposalNetwork(nn.Module):
         return proposals, losses
 
     @torch.no_grad()
+    def _predict(self, features: list[Tensor], strides: list[int], batch: ImageBatch):
+        """Flattened per-level objectness logits, deltas and the anchors they refer to."""
+        objectness, deltas = self.head(features)
+        grid_sizes = [image_size(f) for f in features]
+        anchors = self.anchor_generator(
+            grid_sizes, [(s, s) for s in strides], features[0].device, torch.float32, batch.padded_size
+        )
+        objectness, deltas = _flatten_predictions(objectness, deltas)
+        return objectness, deltas, anchors
+
+    def scored_proposals(self, batch: ImageBatch, features: list[Tensor], strides: list[int]):
+        """The test-time proposals (network-input pixels, best first) and their objectness
+        probabilities: ``(list[Tensor[P, 4]], list[Tensor[P]])`` (``TwoStageDetector.propose``)."""
+        objectness, deltas, anchors = self._predict(features, strides, batch)
+        return self.select_proposals(objectness, deltas, anchors, batch.image_sizes, training=False, with_scores=True)
+
     def select_proposals(
         self,
         objectness: list[Tensor],
@@ -160,7 +173,11 @@ class RegionProposalNetwork(nn.Module):
         anchors: list[Tensor],
         image_sizes: list[tuple[int, int]],
         training: bool,
-    ) -> list[Tensor]:
+        with_scores: bool = False,
+    ):
+        """Per image: top ``pre_nms_top_n`` per level, decode, clip, drop small and low-scoring
+        boxes, NMS per level, keep ``post_nms_top_n``. Returns the boxes (and, with
+        ``with_scores``, a second list of their objectness probabilities)."""
         mode = "train" if training else "test"
         pre_nms_top_n, post_nms_top_n = self.pre_nms_top_n[mode], self.post_nms_top_n[mode]
         num_images = objectness[0].shape[0]
@@ -168,28 +185,32 @@ class RegionProposalNetwork(nn.Module):
 
         scores, boxes, levels = [], [], []
         for level, (logits, box_deltas, level_anchors) in enumerate(zip(objectness, deltas, anchors)):
-            k = min(pre_nms_top_n, logits.shape[1])
+            if is_tracing():  # the anchor count is a graph value: so is k
+                k = logits.shape[1].clamp(max=pre_nms_top_n)
+            else:
+                k = min(pre_nms_top_n, logits.shape[1])
             top_logits, top_index = logits.float().topk(k, dim=1)
             top_deltas = box_deltas[batch_index, top_index].float()
             decoded = self.box_coder.decode(top_deltas.reshape(-1, 4), level_anchors[top_index.reshape(-1)])
             scores.append(top_logits)
-            boxes.append(decoded.view(num_images, k, 4))
-            levels.append(torch.full((k,), level, dtype=torch.int64, device=logits.device))
+            boxes.append(decoded.view(num_images, -1, 4))
+            levels.append(torch.full_like(top_index[0], level))
         scores = torch.sigmoid(torch.cat(scores, dim=1))
         boxes = torch.cat(boxes, dim=1)
         levels = torch.cat(levels)
 
-        proposals = []
+        proposals, proposal_scores = [], []
         for image_boxes, image_scores, size in zip(boxes, scores, image_sizes):
-            image_boxes = clip_boxes_to_image(image_boxes, size)
+            image_boxes = clip_boxes(image_boxes, size)
             keep = remove_small_boxes(image_boxes, self.min_size)
             image_boxes, image_scores, image_levels = image_boxes[keep], image_scores[keep], levels[keep]
             if self.score_thresh > 0:
                 keep = torch.where(image_scores >= self.score_thresh)[0]
                 image_boxes, image_scores, image_levels = image_boxes[keep], image_scores[keep], image_levels[keep]
-            keep = batched_nms(image_boxes, image_scores, image_levels, self.nms_thresh)[:post_nms_top_n]
+            keep = traceable_batched_nms(image_boxes, image_scores, image_levels, self.nms_thresh)[:post_nms_top_n]
             proposals.append(image_boxes[keep])
-        return proposals
+            proposal_scores.append(image_scores[keep])
+        return (proposals, proposal_scores) if with_scores else proposals
 
     def losses(self, objectness: Tensor, deltas: Tensor, anchors: Tensor, targets: list[dict]) -> dict[str, Tensor]:
         """``objectness [N, A]`` logits and ``deltas [N, A, 4]`` over all levels, ``anchors [A, 4]``."""

@@ -34,6 +34,14 @@ Contract
 
 In the shorter-side mode every step equals torchvision's ``GeneralizedRCNNTransform`` (same
 operation order, so the same floats), which the parity tests check.
+
+Tracing (ONNX / TorchScript export, :mod:`detect.export`): while ``torch.jit.is_tracing()``,
+sizes are 0-dim tensors that the graph computes from the input's shape (:func:`image_size`),
+never Python numbers, so an exported model follows the size of every new input: the resized
+size is computed in float64 tensors (the same IEEE operations as the Python floats of eager
+mode, so the same integers), the batch is padded with ``F.pad`` to a size computed in the
+graph, ``image_sizes`` / ``original_sizes`` hold those tensors, and boxes are clipped by
+:func:`clip_boxes` against them. Eager mode runs exactly the code and numbers it always did.
 """
 from __future__ import annotations
 
@@ -44,6 +52,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import batched_nms, clip_boxes_to_image, nms
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -62,7 +71,57 @@ class ImageBatch:
 
     @property
     def padded_size(self) -> tuple[int, int]:
-        return int(self.tensor.shape[-2]), int(self.tensor.shape[-1])
+        return image_size(self.tensor)
+
+
+def is_tracing() -> bool:
+    """True while ``torch.jit.trace`` (also the ONNX exporter) records the model."""
+    return torch.jit.is_tracing()
+
+
+def image_size(image: Tensor) -> tuple:
+    """``(h, w)`` of an image or batch: Python ints, or while tracing the 0-dim tensors the
+    tracer gives for shapes (so that the recorded graph computes them from its input)."""
+    height, width = image.shape[-2], image.shape[-1]
+    if is_tracing():
+        return height, width
+    return int(height), int(width)
+
+
+def clip_boxes(boxes: Tensor, size: Sequence) -> Tensor:
+    """Boxes ``[..., 4k]`` xyxy clipped to an image of ``size`` ``(h, w)`` (ints, or 0-dim
+    tensors while tracing). Equals ``torchvision.ops.clip_boxes_to_image``, whose tracing
+    branch would record the size as a constant."""
+    if not is_tracing():
+        return clip_boxes_to_image(boxes, tuple(size))
+    height, width = _float32(size[0]).to(boxes.dtype), _float32(size[1]).to(boxes.dtype)
+    zero = torch.zeros((), dtype=boxes.dtype, device=boxes.device)
+    boxes_x = torch.minimum(torch.maximum(boxes[..., 0::2], zero), width)
+    boxes_y = torch.minimum(torch.maximum(boxes[..., 1::2], zero), height)
+    return torch.stack((boxes_x, boxes_y), dim=-1).reshape(boxes.shape)
+
+
+def traceable_batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """``torchvision.ops.batched_nms`` in eager mode; while tracing, its coordinate trick
+    (one NMS over boxes offset per category) written so that an empty input needs no
+    Python branch: the offset base is the largest coordinate or 0, and NMS of no boxes keeps none."""
+    if not is_tracing():
+        return batched_nms(boxes, scores, idxs, iou_threshold)
+    max_coordinate = torch.cat((boxes.reshape(-1), boxes.new_zeros(1))).max()
+    offsets = idxs.to(boxes) * (max_coordinate + 1)
+    return nms(boxes + offsets[:, None], scores, iou_threshold)
+
+
+def _traced_resized_size(height: Tensor, width: Tensor, min_size: float, max_size: float) -> tuple[Tensor, Tensor]:
+    """:func:`resized_size` as graph operations on the traced sizes, in float64 like Python."""
+    # 1-D tensors throughout: the ONNX exporter computes arithmetic on 0-dim values (sizes,
+    # Python constants) in float32, where 128 / 110 * 110 floors to 127 instead of 128.
+    sides = torch.stack((height, width)).to(torch.float64)
+    min_size = torch.tensor([float(min_size)], dtype=torch.float64)
+    max_size = torch.tensor([float(max_size)], dtype=torch.float64)
+    scale = torch.minimum(min_size / sides.amin(dim=0, keepdim=True), max_size / sides.amax(dim=0, keepdim=True))
+    new_sides = torch.floor(sides * scale).clamp(min=1).to(torch.int64)
+    return new_sides[0], new_sides[1]
 
 
 def resized_size(height: int, width: int, min_size: float, max_size: float) -> tuple[int, int]:
@@ -82,10 +141,17 @@ def resize_mask(mask: Tensor, size: Sequence[int]) -> Tensor:
     return resized[0, 0].to(mask.dtype)
 
 
+def _float32(value) -> Tensor:
+    """A size (int, or 0-dim tensor while tracing) as a float32 scalar tensor."""
+    if isinstance(value, Tensor):
+        return value.to(torch.float32)
+    return torch.tensor(value, dtype=torch.float32)
+
+
 def scale_boxes(boxes: Tensor, from_size: Sequence[int], to_size: Sequence[int]) -> Tensor:
     """Boxes xyxy in an image of ``from_size`` ``(h, w)`` scaled into one of ``to_size``."""
-    ratio_h = torch.tensor(to_size[0], dtype=torch.float32) / torch.tensor(from_size[0], dtype=torch.float32)
-    ratio_w = torch.tensor(to_size[1], dtype=torch.float32) / torch.tensor(from_size[1], dtype=torch.float32)
+    ratio_h = _float32(to_size[0]) / _float32(from_size[0])
+    ratio_w = _float32(to_size[1]) / _float32(from_size[1])
     ratios = torch.stack((ratio_w, ratio_h, ratio_w, ratio_h)).to(boxes.device)
     return boxes * ratios
 
@@ -146,6 +212,10 @@ class ImageTransform(nn.Module):
         return self.min_size[-1]
 
     def resize(self, image: Tensor, min_size: int) -> Tensor:
+        if is_tracing():
+            # Always interpolate (bilinear at scale 1 is the identity), at a size the graph computes.
+            size = self.fixed_size or _traced_resized_size(*image_size(image), min_size, self.max_size)
+            return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
         height, width = image.shape[-2:]
         size = self.fixed_size or resized_size(height, width, min_size, self.max_size)
         if size == (height, width):
@@ -154,6 +224,8 @@ class ImageTransform(nn.Module):
 
     def pad_to_batch(self, images: list[Tensor]) -> Tensor:
         divisor = self.size_divisibility
+        if is_tracing():
+            return self._traced_pad_to_batch(images)
         max_h = max(int(img.shape[-2]) for img in images)
         max_w = max(int(img.shape[-1]) for img in images)
         max_h = int(math.ceil(max_h / divisor) * divisor)
@@ -163,10 +235,20 @@ class ImageTransform(nn.Module):
             batch[i, :, : img.shape[-2], : img.shape[-1]].copy_(img)
         return batch
 
+    def _traced_pad_to_batch(self, images: list[Tensor]) -> Tensor:
+        """:meth:`pad_to_batch` with the padded size computed in the graph (``F.pad``)."""
+        sizes = torch.stack([torch.stack(image_size(img)) for img in images])
+        divisor = max(self.size_divisibility, 1)
+        padded = (sizes.max(dim=0).values + (divisor - 1)) // divisor * divisor
+        return torch.stack([
+            F.pad(img, (0, padded[1] - width, 0, padded[0] - height))
+            for img, (height, width) in zip(images, (image_size(img) for img in images))
+        ])
+
     def forward(
         self, images: list[Tensor], targets: list[dict] | None = None, training: bool = False
     ) -> tuple[ImageBatch, list[dict] | None]:
-        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        original_sizes = [image_size(img) for img in images]
         resized = []
         new_targets = None if targets is None else []
         for i, image in enumerate(images):
@@ -180,7 +262,7 @@ class ImageTransform(nn.Module):
                 if "masks" in target:
                     target["masks"] = resize_mask(target["masks"], image.shape[-2:])
                 new_targets.append(target)
-        image_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in resized]
+        image_sizes = [image_size(img) for img in resized]
         return ImageBatch(self.pad_to_batch(resized), image_sizes, original_sizes), new_targets
 
     @staticmethod
@@ -205,7 +287,7 @@ class ImageTransform(nn.Module):
         out = []
         for i, (size, original) in enumerate(zip(batch.image_sizes, batch.original_sizes)):
             image_logits = logits[i : i + 1, :, : size[0], : size[1]]
-            if tuple(size) != tuple(original):
+            if is_tracing() or tuple(size) != tuple(original):
                 image_logits = F.interpolate(image_logits, size=original, mode="bilinear", align_corners=False)
             out.append(image_logits[0])
         return out

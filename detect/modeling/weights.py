@@ -10,6 +10,9 @@ Contract
   (recognised by its ``backbone.body.`` / ``backbone.fpn.`` keys), converted by
   :func:`convert_torchvision_faster_rcnn`. ``build_faster_rcnn`` picks the matching
   architecture (:data:`TORCHVISION_ARCHITECTURES`) when its options are left at ``None``.
+- a torchvision ``fcn_resnet50`` / ``fcn_resnet101`` state dict (recognised by its
+  ``classifier.0/1/4`` FCNHead and ``backbone.layer4.`` keys), converted by
+  :func:`convert_torchvision_fcn` for the FCN family's ``layout="torchvision"``.
 
 When the checkpoint's class count differs from the model's, the layers the family names in
 ``model.class_specific_prefixes`` (Faster R-CNN: ``roi_heads.box_predictor``) keep their
@@ -122,6 +125,29 @@ def convert_torchvision_faster_rcnn(state: dict, model: nn.Module | None = None,
     return out
 
 
+def is_torchvision_fcn(state: dict) -> bool:
+    """Whether ``state`` is a torchvision ``fcn_resnet50`` / ``fcn_resnet101`` state dict
+    (``backbone.layer4.*`` and an ``FCNHead`` under ``classifier.0/1/4``)."""
+    return ("classifier.4.weight" in state and "classifier.1.running_var" in state
+            and "classifier.0.weight" in state and any(k.startswith("backbone.layer4.") for k in state))
+
+
+def convert_torchvision_fcn(state: dict) -> dict:
+    """Our keys for a torchvision FCN state dict: ``backbone.*`` unchanged (torchvision's ResNet
+    names), ``classifier.*`` -> ``head.*``, ``aux_classifier.*`` -> ``aux_head.*``; values unchanged
+    (the model uses trainable BatchNorm with torchvision's eps, so no statistics are re-expressed)."""
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        if key.startswith("classifier."):
+            key = "head." + key[len("classifier."):]
+        elif key.startswith("aux_classifier."):
+            key = "aux_head." + key[len("aux_classifier."):]
+        out[key] = value
+    return out
+
+
 def read_detector_weights(source) -> tuple[dict, str]:
     """``(state dict, description)`` of a path or dict; our checkpoints are unwrapped."""
     state, where = _read(source)
@@ -154,6 +180,9 @@ def load_detector_weights(model: nn.Module, source, where: str | None = None) ->
     fmt = "detect"
     if is_torchvision_faster_rcnn(state):
         state = convert_torchvision_faster_rcnn(state, model)
+        fmt = "torchvision"
+    elif is_torchvision_fcn(state):
+        state = convert_torchvision_fcn(state)
         fmt = "torchvision"
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
 

@@ -56,8 +56,8 @@ def test_scheduler_state_round_trip():
 
 
 def test_bad_scheduler_options():
-    with pytest.raises(ValueError, match="multistep, cosine or constant"):
-        WarmupLRScheduler(sgd(), 10, name="poly")
+    with pytest.raises(ValueError, match="multistep, cosine, poly or constant"):
+        WarmupLRScheduler(sgd(), 10, name="exponential")
     with pytest.raises(ValueError, match="milestones must increase"):
         WarmupLRScheduler(sgd(), 10, milestones=[5, 2])
 
@@ -133,3 +133,17 @@ def test_ema_decay_ramp_and_state():
     other.load_state_dict(ema.state_dict())
     assert other.updates == 2 and other.decay == 0.99 and other.tau == 10
     assert other.module.weight.item() == ema.module.weight.item()
+
+
+def test_poly_schedule_exact_values_after_warmup():
+    scheduler = WarmupLRScheduler(sgd(0.02), total_iters=8, name="poly", power=0.9, warmup_iters=2, warmup_factor=0.5)
+    got = [scheduler.get_last_lr()[0]]
+    for _ in range(10):
+        scheduler.step()
+        got.append(scheduler.get_last_lr()[0])
+    warm = [0.5, 0.75] + [1.0] * 9
+    poly = [0.02 * (1 - min(it, 8) / 8) ** 0.9 for it in range(11)]
+    assert got == pytest.approx([p * w for p, w in zip(poly, warm)], rel=1e-12, abs=0)
+    assert got[8:] == [0.0, 0.0, 0.0]  # torchvision's reference reaches zero at the end of the run
+    with pytest.raises(ValueError, match="power must be positive"):
+        WarmupLRScheduler(sgd(), total_iters=8, name="poly", power=0)

@@ -14,6 +14,10 @@ SMALL = {
     "faster_rcnn": dict(backbone="resnet18", fpn=True, min_size=96, max_size=128, fpn_channels=32,
                         box_representation_size=64),
     "yolov1": dict(backbone="resnet18", head="conv", input_size=(128, 128), grid_size=4),
+    "fast_rcnn": dict(backbone="resnet18", fpn=True, min_size=96, max_size=128, fpn_channels=32,
+                      box_representation_size=64),
+    "rcnn": dict(backbone="resnet18", crop_size=32, context_pad=2.0),
+    "fcn": dict(backbone="resnet18", variant="8s", min_size=96, max_size=128),
 }
 
 

@@ -38,12 +38,14 @@ from __future__ import annotations
 from typing import Sequence
 
 from detect.modeling.anchors import AnchorGenerator
-from detect.modeling.box_heads import ConvFCHead, ConvStageHead, FastRCNNPredictor, TwoMLPHead, VGGHead
-from detect.modeling.fpn import FPN
-from detect.modeling.poolers import RoIPooler
-from detect.modeling.roi_heads import RoIHeads
+from detect.modeling.box_branch import (
+    backbone_defaults,
+    backbone_family,
+    build_box_branch,
+    build_image_transform,
+    build_trunk,
+)
 from detect.modeling.rpn import RegionProposalNetwork, RPNHead
-from detect.modeling.transform import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from detect.modeling.meta_arch.two_stage import TwoStageDetector
 from detect.modeling.weights import (
     TORCHVISION_ARCHITECTURES,
@@ -55,46 +57,6 @@ from detect.modeling.weights import (
 DEFAULT_ASPECT_RATIOS = (0.5, 1.0, 2.0)
 SINGLE_LEVEL_SIZES = (32, 64, 128, 256, 512)
 PAPER_SIZES = (128, 256, 512)
-
-
-def _family(name: str) -> str:
-    lowered = name.lower()
-    if lowered.startswith(("dcn_resnet", "resnet", "seresnet")):
-        return "resnet"
-    if lowered.startswith("googlenet"):
-        return "googlenet"
-    if lowered.startswith("tv:vgg"):
-        return "vgg"
-    return "other"
-
-
-def _build_backbone(name: str, weights, options: dict, out_features: Sequence[str] | None):
-    from backbones import build_backbone
-
-    options = dict(options)
-    if out_features is not None:
-        options["out_features"] = list(out_features)
-    return build_backbone(name, weights=weights, **options)
-
-
-def _backbone_options(family: str, trained: bool, norm, frozen_stages, extra: dict | None) -> dict:
-    """Norm and freezing defaults as torchvision's detection builders: frozen BatchNorm and,
-    when starting from trained weights, the stem + first stage frozen (``frozen_stages=1``,
-    torchvision's ``trainable_backbone_layers=3``); the backbone's own defaults (trainable
-    BatchNorm, nothing frozen) otherwise. VGG is the exception: its stem (the stride-2 group)
-    is conv1 and conv2 and its first stage conv3, so ``frozen_stages=0`` freezes conv1-conv2
-    and fine-tunes from conv3_1, as in the Faster R-CNN paper."""
-    options = dict(extra or {})
-    has_norm = not (family == "googlenet" and options.get("layout", "torchvision") == "paper")
-    if norm is None and trained and has_norm:
-        norm = "frozen_bn"
-    if frozen_stages is None and trained:
-        frozen_stages = 0 if family == "vgg" else 1
-    if norm is not None:
-        options["norm"] = norm
-    if frozen_stages is not None:
-        options["frozen_stages"] = frozen_stages
-    return options
 
 
 def build_faster_rcnn(
@@ -202,52 +164,20 @@ def build_faster_rcnn(
         rpn_anchor_stride_mode = "torchvision" if tv_version is not None else "feature"
 
     name = backbone if isinstance(backbone, str) else None
-    family = _family(name) if name else "object"
-    options = _backbone_options(family, trained, backbone_norm, backbone_frozen_stages, backbone_options)
-
-    head = None
-    if name is None:
-        body = backbone
-        if backbone_weights is not None:
-            body.load_weights(backbone_weights)
-    elif not fpn and family in ("resnet", "googlenet"):
-        # C4: the trunk is built (and its weights loaded) once up to c5; its c5 stage is then
-        # detached to become the box head, frozen if frozen_stages covered it.
-        body = _build_backbone(name, backbone_weights, options, ["c4", "c5"])
-        head_channels = body.out_channels["c5"]
-        stage, stage_frozen = body.split_last_stage_()
-        head = ConvStageHead(stage, head_channels, frozen=stage_frozen)
-    else:
-        # VGG-16 without FPN stops at conv5_3 (c4, stride 16): its last max-pool is not needed.
-        out_features = ["c4"] if family == "vgg" and not fpn else None
-        body = _build_backbone(name, backbone_weights, options, out_features)
-
-    names = list(body.out_channels)
+    family = backbone_family(name) if name else "object"
+    trunk = build_trunk(
+        backbone,
+        fpn,
+        backbone_weights,
+        backbone_defaults(family, trained, backbone_norm, backbone_frozen_stages, backbone_options),
+        fpn_channels=fpn_channels,
+        fpn_norm=fpn_norm,
+    )
+    proposal_features = trunk.proposal_features
     if fpn:
-        fpn_inputs = [n for n in names if int(n[1:]) >= 2]
-        if family == "googlenet":
-            fpn_inputs = [n for n in fpn_inputs if int(n[1:]) >= 3]
-        neck = FPN(
-            {n: body.out_channels[n] for n in fpn_inputs},
-            {n: body.strides[n] for n in fpn_inputs},
-            out_channels=fpn_channels,
-            extra_max_pool=True,
-            norm=fpn_norm,
-        )
-        proposal_features = list(neck.out_names)
-        roi_features = proposal_features[:-1]
-        channels = fpn_channels
-        strides = neck.strides
-        default_sizes = tuple((8 * strides[n],) for n in proposal_features)
-        default_pool = "roi_align"
+        default_sizes = tuple((8 * trunk.strides[n],) for n in proposal_features)
     else:
-        neck = None
-        level = "c4" if "c4" in names else names[-1]
-        proposal_features = roi_features = [level]
-        channels = body.out_channels[level]
-        strides = body.strides
         default_sizes = (PAPER_SIZES,) if family == "vgg" else (SINGLE_LEVEL_SIZES,)
-        default_pool = "roi_pool" if family == "vgg" else "roi_align"
 
     anchor_generator = rpn_anchor_generator or AnchorGenerator(
         rpn_anchor_sizes if rpn_anchor_sizes is not None else default_sizes,
@@ -264,7 +194,7 @@ def build_faster_rcnn(
         raise ValueError(f"every level needs the same number of anchors per position (shared RPN head), got {num_anchors}")
     rpn = RegionProposalNetwork(
         anchor_generator,
-        RPNHead(channels, num_anchors.pop(), conv_depth=rpn_conv_depth),
+        RPNHead(trunk.channels, num_anchors.pop(), conv_depth=rpn_conv_depth),
         fg_iou_thresh=rpn_fg_iou_thresh,
         bg_iou_thresh=rpn_bg_iou_thresh,
         batch_size_per_image=rpn_batch_size_per_image,
@@ -275,24 +205,13 @@ def build_faster_rcnn(
         score_thresh=rpn_score_thresh,
     )
 
-    pooled_size = 14 if head is not None else 7
-    pooler = RoIPooler(
-        pooled_size,
-        [strides[n] for n in roi_features],
-        pooler_type=box_roi_pool or default_pool,
-        sampling_ratio=box_sampling_ratio,
-    )
-    if head is None:  # (the C4 head was taken from the backbone above)
-        if family == "vgg" and not fpn:
-            head = VGGHead(channels * pooled_size**2, box_representation_size or 4096)
-        elif box_head == "4conv1fc":
-            head = ConvFCHead((channels, pooled_size, pooled_size), [256] * 4, [box_representation_size or 1024], norm="bn")
-        else:
-            head = TwoMLPHead(channels * pooled_size**2, box_representation_size or 1024)
-    roi_heads = RoIHeads(
-        pooler,
-        head,
-        FastRCNNPredictor(head.out_channels, num_classes + 1),
+    roi_heads = build_box_branch(
+        trunk,
+        num_classes,
+        box_roi_pool=box_roi_pool,
+        box_head=box_head,
+        box_sampling_ratio=box_sampling_ratio,
+        box_representation_size=box_representation_size,
         fg_iou_thresh=box_fg_iou_thresh,
         bg_iou_thresh=box_bg_iou_thresh,
         batch_size_per_image=box_batch_size_per_image,
@@ -302,18 +221,10 @@ def build_faster_rcnn(
         nms_thresh=box_nms_thresh,
         detections_per_img=box_detections_per_img,
     )
-
-    # The RoI levels have the backbone's strides, so none exceeds its size_divisibility.
-    divisibility = int(body.size_divisibility)
-    transform = ImageTransform(
-        min_size,
-        max_size,
-        image_mean if image_mean is not None else IMAGENET_MEAN,
-        image_std if image_std is not None else IMAGENET_STD,
-        size_divisibility=max(divisibility, 32) if fpn else divisibility,
-    )
+    transform = build_image_transform(trunk, min_size, max_size, image_mean, image_std)
     model = TwoStageDetector(
-        transform, body, neck, rpn, roi_heads, num_classes, proposal_features, roi_features, channels_last=channels_last
+        transform, trunk.body, trunk.neck, rpn, roi_heads, num_classes, proposal_features, trunk.roi_features,
+        channels_last=channels_last,
     )
     if weights_state is not None:
         load_detector_weights(model, weights_state, where=weights_source)

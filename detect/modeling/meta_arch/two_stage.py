@@ -20,6 +20,12 @@ proposal_features, roi_features)`` is a :class:`~detect.modeling.base.Detector`:
 loss uses the training proposal counts and sampling; BatchNorm and dropout follow the
 module mode); ``predict()`` passes ``training=False``.
 
+``propose(images) -> (boxes, scores)``: the RPN's test-time proposals alone (post-NMS, best
+first, at most ``rpn_post_nms_top_n_test`` per image) as ``list[Tensor[P, 4]]`` in the pixels
+of the images as given, with their objectness probabilities ``list[Tensor[P]]`` (sigmoid);
+eval-mode behaviour, no gradients, the module mode unchanged (what
+``tools/make_proposals.py --method rpn`` writes).
+
 :meth:`TwoStageDetector.optimize_for_inference` turns the model into a fast inference-only
 model (see its docstring).
 """
@@ -30,9 +36,9 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from detect.modeling.base import Detector, checked_score_thresh
+from detect.modeling.base import Detector, checked_score_thresh, validate_images
 from detect.modeling.fast_inference import fold_sequential_norms_, fuse_conv_activations_
-from detect.modeling.transform import ImageBatch, ImageTransform
+from detect.modeling.transform import ImageBatch, ImageTransform, scale_boxes
 
 
 class TwoStageDetector(Detector):
@@ -101,18 +107,24 @@ class TwoStageDetector(Detector):
         features = self.backbone(batch.tensor)
         return self.neck(features) if self.neck is not None else features
 
-    def _run(self, images: list[Tensor], targets: list[dict] | None, training: bool):
-        batch, targets = self.transform(images, targets, training=training and self.training)
-        if self.channels_last or (self._inference_options is not None and self._inference_options["channels_last"]):
-            batch.tensor = batch.tensor.contiguous(memory_format=torch.channels_last)
-        features = self.extract_features(batch)
-        proposals, proposal_losses = self.rpn(
+    def _proposals(self, batch: ImageBatch, features, targets, training: bool, given):
+        """``(proposals in network-input pixels, losses)`` of the proposal source: the RPN
+        here; Fast R-CNN overrides it to use ``given`` proposals (input-image pixels) or the
+        targets' ``"proposals"``."""
+        return self.rpn(
             batch,
             [features[n] for n in self.proposal_features],
             [self.feature_strides[n] for n in self.proposal_features],
             targets,
             training=training,
         )
+
+    def _run(self, images: list[Tensor], targets: list[dict] | None, training: bool, proposals=None):
+        batch, targets = self.transform(images, targets, training=training and self.training)
+        if self.channels_last or (self._inference_options is not None and self._inference_options["channels_last"]):
+            batch.tensor = batch.tensor.contiguous(memory_format=torch.channels_last)
+        features = self.extract_features(batch)
+        proposals, proposal_losses = self._proposals(batch, features, targets, training, proposals)
         detections, detector_losses = self.roi_heads(
             [features[n] for n in self.roi_features], proposals, batch.image_sizes, targets, training=training
         )
@@ -127,17 +139,42 @@ class TwoStageDetector(Detector):
         _, _, losses = self._run(images, targets, training=True)
         return losses
 
-    def _compute_predictions(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+    def _compute_predictions(self, images: list[Tensor], proposals: list[Tensor] | None = None) -> list[dict[str, Tensor]]:
         options = self._inference_options
         if options is None:
-            batch, detections, _ = self._run(images, None, training=False)
+            batch, detections, _ = self._run(images, None, training=False, proposals=proposals)
             return self.transform.postprocess(detections, batch)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=options["bf16"]):
-            batch, detections, _ = self._run(images, None, training=False)
+            batch, detections, _ = self._run(images, None, training=False, proposals=proposals)
         # Inference tensors cannot be updated in place later (e.g. by an evaluator converting
         # box formats): hand out ordinary tensors; the copies are a few kilobytes.
         detections = [{k: v.clone() for k, v in d.items()} for d in detections]
         return self.transform.postprocess(detections, batch)
+
+    # ------------------------------------------------------------------ proposals alone
+    def propose(self, images: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """The RPN's test-time proposals and objectness (see the module docstring)."""
+        validate_images(images)
+        if not hasattr(self.rpn, "anchor_generator"):
+            raise TypeError(f"{type(self).__name__} has no region proposal network to propose with")
+        was_training = self.training
+        if was_training:
+            self.eval()
+        try:
+            with torch.no_grad():
+                batch, _ = self.transform(list(images), None, training=False)
+                features = self.extract_features(batch)
+                boxes, scores = self.rpn.scored_proposals(
+                    batch,
+                    [features[n] for n in self.proposal_features],
+                    [self.feature_strides[n] for n in self.proposal_features],
+                )
+        finally:
+            if was_training:
+                self.train()
+        boxes = [scale_boxes(b, size, original) for b, size, original in
+                 zip(boxes, batch.image_sizes, batch.original_sizes)]
+        return boxes, scores
 
     # ------------------------------------------------------------------ fast path
     def optimize_for_inference(self, channels_last: bool = True, bf16: bool = False) -> "TwoStageDetector":
