@@ -149,7 +149,6 @@ class RegionProposalNetwork(nn.Module):
             losses = self.losses(torch.cat(objectness, 1), torch.cat(deltas, 1), torch.cat(anchors), targets)
         return proposals, losses
 
-    @torch.no_grad()
     def _predict(self, features: list[Tensor], strides: list[int], batch: ImageBatch):
         """Flattened per-level objectness logits, deltas and the anchors they refer to."""
         objectness, deltas = self.head(features)
@@ -166,6 +165,7 @@ class RegionProposalNetwork(nn.Module):
         objectness, deltas, anchors = self._predict(features, strides, batch)
         return self.select_proposals(objectness, deltas, anchors, batch.image_sizes, training=False, with_scores=True)
 
+    @torch.no_grad()
     def select_proposals(
         self,
         objectness: list[Tensor],
