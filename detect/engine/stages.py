@@ -211,9 +211,9 @@ def _restore_stage(stage: str, ctx: dict) -> None:
     if stage == "finetune":
         model.load_state_dict(inference_state_dict(load_checkpoint(out / "finetune" / LAST_NAME)))
     elif stage == "svm":
-        _apply_svm(model, _load_state(out / "svm" / "state.pth"))
+        _apply_linear(model.svms, _load_state(out / "svm" / "state.pth"))
     elif stage == "bbox_reg":
-        _apply_bbox_reg(model, _load_state(out / "bbox_reg" / "state.pth"))
+        _apply_linear(model.bbox_regressor, _load_state(out / "bbox_reg" / "state.pth"))
 
 
 # ------------------------------------------------------------------ stage 1
@@ -384,11 +384,12 @@ def _cat(chunks, dtype=None, width=None) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ stage 3: SVMs
-def _apply_svm(model, state: Mapping) -> None:
-    model.svms.weight.copy_(state["weight"])
-    model.svms.bias.copy_(state["bias"])
-    model.svms.feature_scale.fill_(float(state["feature_scale"]))
-    model.svms.trained.fill_(True)
+def _apply_linear(module, state: Mapping) -> None:
+    """A stage's fitted linear map (``LinearSVMs`` or ``BoxRegressor``) into the model."""
+    module.weight.copy_(state["weight"])
+    module.bias.copy_(state["bias"])
+    module.feature_scale.fill_(float(state["feature_scale"]))
+    module.trained.fill_(True)
 
 
 def _stage_svm(ctx: dict) -> None:
@@ -445,17 +446,10 @@ def _stage_svm(ctx: dict) -> None:
     state = {"miner": miner.state_dict(), "feature_scale": scale, "done": True,
              "weight": miner.weight, "bias": miner.bias}
     _save_state(state_path, state)
-    _apply_svm(model, state)
+    _apply_linear(model.svms, state)
 
 
 # ------------------------------------------------------------------ stage 4: box regression
-def _apply_bbox_reg(model, state: Mapping) -> None:
-    model.bbox_regressor.weight.copy_(state["weight"])
-    model.bbox_regressor.bias.copy_(state["bias"])
-    model.bbox_regressor.feature_scale.fill_(float(state["feature_scale"]))
-    model.bbox_regressor.trained.fill_(True)
-
-
 def _stage_bbox_reg(ctx: dict) -> None:
     from detect.modeling.linear_svm import fit_ridge
 
@@ -481,7 +475,7 @@ def _stage_bbox_reg(ctx: dict) -> None:
     logger.info(f"bbox_reg: ridge (lambda {opts['lam']}) on {counts} boxes per class with IoU > {opts['min_iou']}")
     state = {"weight": weight, "bias": bias, "feature_scale": scale, "done": True, "counts": counts}
     _save_state(out / "bbox_reg" / "state.pth", state)
-    _apply_bbox_reg(model, state)
+    _apply_linear(model.bbox_regressor, state)
 
 
 # ------------------------------------------------------------------ the final model

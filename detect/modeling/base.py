@@ -203,6 +203,13 @@ class Detector(nn.Module):
     def score_thresh(self, value: float) -> None:
         self.__dict__["_score_thresh"] = checked_score_thresh(value)
 
+    def train(self, mode: bool = True):
+        # optimize_for_inference() (which sets _inference_options) folds norms and drops
+        # training-only parts: such a model must never train again
+        if mode and self.__dict__.get("_inference_options") is not None:
+            raise RuntimeError("this model was optimized for inference and cannot be put in training mode")
+        return super().train(mode)
+
     def validate_targets(self, targets, images: list[Tensor]) -> None:
         """The per-task check of training targets (detection: boxes and labels)."""
         validate_targets(targets, len(images), self.num_classes)

@@ -164,3 +164,12 @@ def test_auto_evaluation_choices_are_the_models_own():
     assert resolve_eval_choice("auto", model, "default_best_metric") == "bbox/AP50"
     assert resolve_eval_choice("voc07_11pt", model, "default_metric") == "voc07_11pt"
     assert resolve_eval_choice("", model, "default_metric") == ""  # no evaluator
+
+
+@pytest.mark.parametrize("name", [n for n in BUILT_IN if n != "rcnn"])  # R-CNN has no fast path
+def test_a_model_optimized_for_inference_refuses_to_train(name):
+    model = small_model(name).optimize_for_inference(channels_last=False)
+    assert not model.training
+    with pytest.raises(RuntimeError, match="optimized for inference and cannot be put in training mode"):
+        model.train()
+    model.eval()  # eval stays allowed

@@ -218,8 +218,3 @@ class TwoStageDetector(Detector):
     def _feature_channels(self, name: str) -> int:
         source = self.neck if self.neck is not None else self.backbone
         return int(source.out_channels[name])
-
-    def train(self, mode: bool = True):
-        if mode and getattr(self, "_inference_options", None) is not None:
-            raise RuntimeError("this model was optimized for inference and cannot be put in training mode")
-        return super().train(mode)

@@ -340,11 +340,6 @@ class YOLOv1(Detector):
         self._inference_options = {"channels_last": bool(channels_last), "bf16": bool(bf16)}
         return self
 
-    def train(self, mode: bool = True):
-        if mode and getattr(self, "_inference_options", None) is not None:
-            raise RuntimeError("this model was optimized for inference and cannot be put in training mode")
-        return super().train(mode)
-
 
 # ----------------------------------------------------------------------------- builder
 def _grid_error(input_size, stride, grid_size, detail) -> ValueError:
