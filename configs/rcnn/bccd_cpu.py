@@ -8,7 +8,7 @@ list (recall at IoU 0.5 on test: 0.757; the first 300 only reach 0.687, since Op
 puts small regions first; all ~2000 reach 0.978; see docs/training.md for the three lines
 that make the file) and a ResNet-18 (global pooling, no fc layer) on 48 px crops with
 3 px of context (16 px at 227 scaled to 48), trained from scratch as the shapes recipe
-(SGD lr 0.01, the new layer x10, 2 epochs, 128 crops = 32 foreground + 96 background per batch of 4
+(AdamW lr 1e-3, no new-layer multiplier; 6 epochs here, 312 steps, 128 crops = 32 foreground + 96 background per batch of 4
 images). SVMs as the paper, refitted every 1000 added negatives (the paper's 2000 is for
 VOC's 5000 images).
 
@@ -24,6 +24,7 @@ config = dict(
         backbone="resnet18",
         crop_size=48,
         context_pad=3,
+        new_layer_lr_mult=1.0,     # every layer is new here; and Adam would undo a gradient multiplier
         crop_batch_size=256,
         score_thresh=0.01,
         stage_options=dict(svm=dict(retrain_every=1000)),
@@ -39,9 +40,11 @@ config = dict(
         transforms=dict(train="eval", val="eval"),  # mirroring is done per crop by the model
     ),
     train=dict(
-        epochs=2,
+        epochs=6,
         device="cpu",
-        optimizer=dict(name="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4),
+        # from scratch AdamW beats the paper's SGD (which starts from ImageNet weights): the same
+        # 192 shapes steps end at loss 0.37 / val mAP50 0.869 against SGD lr 0.01's 0.50 / 0.587
+        optimizer=dict(name="adamw", lr=1e-3, weight_decay=1e-4, norm_weight_decay=0.0),
         scheduler=dict(name="cosine", warmup_iters=20, warmup_factor=0.1, min_lr_ratio=0.05),
         log_interval=10,
     ),

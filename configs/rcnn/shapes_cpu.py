@@ -9,8 +9,9 @@ image is ~1.4 TFLOPs an image):
 - a ResNet-18 (trainable BatchNorm, global average pooling, no fc layer: the pooled 512-d
   feature is both the SVM feature and "pool5") on 48 x 48 crops with 3 px of context (the
   paper's 16 px at 227, scaled to 48: 16 * 48 / 227 = 3.4);
-- fine-tuning from scratch needs more than the paper's lr 1e-3 with ImageNet weights: SGD
-  lr 0.01 (the new layer x10), cosine decay, 2 epochs (192 steps), 128 crops per batch
+- fine-tuning from scratch needs more than the paper's SGD lr 1e-3 with ImageNet weights:
+  AdamW lr 1e-3 (no new-layer multiplier: every layer is new, and Adam would cancel a
+  gradient scale), cosine decay, 2 epochs (192 steps), 128 crops per batch
   (32 foreground, 96 background) over 4 images;
 - SVMs as the paper (C 1e-3, positive weight 2, intercept scaling 10, hard negatives above
   -1.0001, evict below -1.2) but refitted every 500 added negatives instead of 2000 (a
@@ -30,7 +31,7 @@ config = dict(
         context_pad=3,
         batch_size_per_batch=128,
         positive_fraction=0.25,
-        new_layer_lr_mult=10.0,
+        new_layer_lr_mult=1.0,     # every layer is new here; and Adam would undo a gradient multiplier
         crop_batch_size=256,
         score_thresh=0.01,
         num_classes=None,        # filled in from the shapes set's classes
@@ -53,7 +54,9 @@ config = dict(
     train=dict(
         epochs=2,
         device="cpu",
-        optimizer=dict(name="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4),
+        # from scratch AdamW beats the paper's SGD (which starts from ImageNet weights): the same
+        # 192 shapes steps end at loss 0.37 / val mAP50 0.869 against SGD lr 0.01's 0.50 / 0.587
+        optimizer=dict(name="adamw", lr=1e-3, weight_decay=1e-4, norm_weight_decay=0.0),
         scheduler=dict(name="cosine", warmup_iters=20, warmup_factor=0.1, min_lr_ratio=0.05),
         log_interval=20,
     ),

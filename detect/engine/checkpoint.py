@@ -16,6 +16,8 @@ assembles it)::
     ema              {"state_dict", "updates", "decay", "tau"} of the weight average, or None
     epoch            completed epochs
     iteration        iterations done (batches trained on, skipped non-finite steps included)
+    epochs           the run's planned epochs (``train.epochs``, or fewer where a time budget
+                     fitted them); a resume with ``train.epochs`` unchanged continues this plan
     rng              torch / cuda / numpy / python RNG states of rank 0 as tensors, tuples and
                      ints (detect.engine.rng); rng_per_rank: every rank's, under torch.distributed
     data_order       {"seed", "next_batch", "num_batches", "world_size"}: where in the batch

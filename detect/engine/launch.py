@@ -317,12 +317,13 @@ def train(config: "Mapping | str | Path", *, resume: str | Path | None = None, w
         if resume_path is not None:
             restored = trainer.load_state(resume_payload)
             logger.info(f"resumed from {resume_path}: " + "; ".join(restored))
+            _continue_fitted_plan(trainer, scheduler, resume_payload, tcfg, iters_per_epoch, logger)
             if resume_path.resolve() == checkpoint_hook.last_path.resolve():
                 checkpoint_hook.saved_iteration = trainer.iteration  # last.pth already holds this state
         dist_utils.on_main_process(lambda: save_config(config, out / "config.json"), f"to write {out / 'config.json'}")
         logger.info(
             f"training {config['model'].get('name')} on {len(train_set)} images ({len(class_names)} classes), "
-            f"{iters_per_epoch} iterations/epoch x {tcfg['epochs']} epochs, {world} process(es) on {torch_device}, "
+            f"{iters_per_epoch} iterations/epoch x {trainer.epochs} epochs, {world} process(es) on {torch_device}, "
             f"output in {out}"
         )
         try:
@@ -419,6 +420,22 @@ def _check_resume_classes(path: Path, payload: Mapping, class_names: Sequence[st
         f"({what}); resume with the data (and data.class_names) of that run, or fine-tune from it on the new "
         f"classes with --weights {path} instead of --resume"
     )
+
+
+def _continue_fitted_plan(trainer, scheduler, payload, tcfg, iters_per_epoch: int, logger) -> None:
+    """A resumed run keeps the number of epochs its time budget fitted (and the LR schedule
+    stretched over them) unless ``train.epochs`` was changed for the resume: then the new
+    count and a schedule over it apply, as for any run."""
+    planned = payload.get("epochs")
+    stored = ((payload.get("config") or {}).get("train") or {}).get("epochs")
+    if planned is None or int(planned) == trainer.epochs or stored != tcfg["epochs"]:
+        return
+    trainer.epochs = int(planned)
+    if scheduler is not None:
+        scheduler.fit_to(trainer.epochs * iters_per_epoch)
+    logger.info(f"continuing the checkpoint's plan of {trainer.epochs} epochs (fitted by its time budget; the config "
+                f"says {tcfg['epochs']}), the LR schedule over {trainer.epochs * iters_per_epoch} iterations; "
+                "--set train.epochs=N to change it")
 
 
 def _resolve_resume(resume, output_dir: Path, logger) -> Path | None:

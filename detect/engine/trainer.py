@@ -387,6 +387,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "epoch": self.epoch,
             "iteration": self.iteration,
+            "epochs": self.epochs,  # the run's plan, after a time budget fitted it
             "rng": rng_per_rank[0],
             "rng_per_rank": rng_per_rank,
             "data_order": {

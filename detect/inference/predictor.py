@@ -31,6 +31,12 @@ image ``sem_seg`` float32 [K + 1, H, W] (the logits, channel 0 = background, at 
 the image as given), ``label_map`` int64 [H, W] (their argmax: 0 background, 1..K) and
 ``class_names`` (``["background", *class_names]``: ``class_names[v]`` names value ``v`` of
 the label map). Such a model has no score threshold: giving one is a ``UserInputError``.
+
+Models that classify region proposals (Fast R-CNN, R-CNN) built with
+``proposal_generator="selective_search"`` compute each image's proposals on the fly (a
+second or more per image); while they do, a transient ``selective search`` bar over the
+batch's images is drawn on stderr when it is a terminal (``model.proposal_progress``:
+``True`` always, ``False`` never).
 """
 from __future__ import annotations
 

@@ -46,10 +46,27 @@ def _check_rank(layer: nn.Module, rank: int, name: str = "layer") -> int:
 def svd_factors(weight: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     """``(first [t, in], second [out, t])`` with ``second @ first`` the best rank-``t``
     approximation of ``weight [out, in]`` (Eckart-Young), ``t = min(rank, in, out)``;
-    computed in float64 for accuracy and returned in ``weight``'s dtype."""
-    u, s, vh = torch.linalg.svd(weight.double(), full_matrices=False)
-    t = min(int(rank), s.numel())
-    return (s[:t, None] * vh[:t]).to(weight.dtype), u[:, :t].contiguous().to(weight.dtype)
+    computed in float64 for accuracy and returned in ``weight``'s dtype.
+
+    Through the Gram matrix of the smaller side rather than a full SVD: for ``out <= in``
+    the top ``t`` eigenvectors ``U_t`` of ``W W^T`` are the top left singular vectors and
+    ``U_t U_t^T W`` is the best rank-``t`` approximation, so ``first = U_t^T W`` (that is
+    ``S_t V_t^T``) and ``second = U_t``; no singular value is inverted, so a rank-deficient
+    ``W`` is fine. For VGG-16's fc6 (4096 x 25088) that is one 4096-square eigh instead of an
+    SVD of the whole matrix: 60 s instead of 537 s on this project's CPU (docs/benchmarks.md).
+    """
+    w = weight.double()
+    out_features, in_features = w.shape
+    t = min(int(rank), out_features, in_features)
+    if out_features <= in_features:
+        _, vectors = torch.linalg.eigh(w @ w.t())  # ascending eigenvalues
+        u = vectors[:, -t:].flip(1)
+        first, second = u.t() @ w, u
+    else:
+        _, vectors = torch.linalg.eigh(w.t() @ w)
+        v = vectors[:, -t:].flip(1)
+        first, second = v.t(), w @ v
+    return first.to(weight.dtype).contiguous(), second.to(weight.dtype).contiguous()
 
 
 def compress_linear(layer: nn.Linear, rank: int) -> nn.Sequential:

@@ -79,6 +79,27 @@ def test_time_budget_stops_when_spent_with_a_resumable_checkpoint(tmp_path, stan
     assert train(tiny_config(tmp_path / "run", epochs=2), resume="auto")["iteration"] == 8
 
 
+def test_resuming_a_budget_stopped_run_continues_its_fitted_plan_and_schedule(tmp_path, standins, fake_clock):
+    cosine = dict(name="cosine", min_lr_ratio=0.0, warmup_iters=0)
+    # the uninterrupted fitted run: 5 epochs of 4 iterations, the cosine over 20 (the test above)
+    train(tiny_config(tmp_path / "ref", epochs=10, time_budget="50s", scheduler=cosine, log_interval=1))
+    reference = [r["lr"] for r in records(tmp_path / "ref", "train")]
+    # the same plan, stopped by the budget at iteration 7 when the steps slow down
+    fake_clock["now"] = 0.0
+    fake_clock["step_s"] = lambda iteration: 1.0 if iteration < 4 else 20.0
+    cfg = tiny_config(tmp_path / "run", epochs=10, time_budget="50s", scheduler=cosine, log_interval=1)
+    assert train(cfg)["iteration"] == 7
+    assert load_checkpoint(tmp_path / "run" / "last.pth")["epochs"] == 5
+    # resumed with the config unchanged (no budget this time): the 5 fitted epochs, not the config's 10
+    fake_clock["step_s"] = 1.0
+    resumed = train(tiny_config(tmp_path / "run", epochs=10, scheduler=cosine, log_interval=1), resume="auto")
+    assert resumed["iteration"] == 20 and resumed["epoch"] == 5
+    lrs = [r["lr"] for r in records(tmp_path / "run", "train")]
+    assert lrs == pytest.approx(reference, rel=1e-12)
+    assert "continuing the checkpoint's plan of 5 epochs (fitted by its time budget; the config says 10)" in (
+        tmp_path / "run" / "log.txt").read_text()
+
+
 def test_early_stopping_by_patience(tmp_path, standins):
     # the stand-in's bbox/AP50 stays 0.0: the first validation sets the reference, two more do not improve
     summary = train(tiny_config(tmp_path / "run", epochs=6, early_stop_patience=2))

@@ -286,6 +286,19 @@ def test_a_proposal_generator_is_used_when_no_proposals_are_given(shapes_data):
         model.propose(images)
 
 
+def test_on_the_fly_proposals_draw_a_progress_bar_over_the_images(shapes_data, capsys):
+    images, targets = shapes_data
+    model = identity_box_model().eval()
+    model.proposal_generator = lambda image: targets[0]["boxes"]
+    model.proposal_progress = True
+    model.predict(images)
+    err = capsys.readouterr().err
+    assert "proposals:" in err and f"/{len(images)} [" in err and "image/s" in err
+    model.proposal_progress = False
+    model.predict(images)
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.slow
 def test_paper_vgg16_setup_takes_fc6_fc7_from_the_imagenet_classifier():
     """conv5_3 features, fc6/fc7 from the classifier (moved, not copied), conv3_1 and up trained."""

@@ -315,6 +315,30 @@ def test_bad_proposals_an_empty_image_and_degenerate_boxes():
         model.predict([image])
 
 
+def test_on_the_fly_proposals_equal_given_ones_and_draw_a_progress_bar(capsys):
+    model = tiny_rcnn().eval()
+    _trained_buffers(model)
+    model.score_thresh = 0.0
+    images = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(s)) for s in (5, 6)]
+    boxes = torch.tensor([[5.0, 5.0, 30.0, 35.0], [2.0, 8.0, 38.0, 30.0]])
+    model.proposal_generator = lambda image: boxes
+    model.proposal_progress = True
+    generated = model.predict(images)
+    err = capsys.readouterr().err
+    assert "proposals:" in err and "/2 [" in err and "image/s" in err
+    given = model.predict(images, proposals=[boxes, boxes])
+    for a, b in zip(generated, given):
+        for key in ("boxes", "scores", "labels"):
+            torch.testing.assert_close(a[key], b[key])
+
+
+def test_bad_stage_options_raise_the_config_error():
+    from detect.modeling.meta_arch.rcnn import build_rcnn
+
+    with pytest.raises(UserInputError, match="stage_options must map a stage name to a dict"):
+        build_rcnn(num_classes=2, backbone="resnet18", stage_options={"stages": ["finetune"]})
+
+
 def test_before_the_svm_stage_scores_are_the_softmax_of_the_fine_tuned_classifier():
     model = tiny_rcnn(num_classes=2).eval()
     model.score_thresh = 0.0

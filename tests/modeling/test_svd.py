@@ -52,6 +52,24 @@ def test_truncation_is_the_best_rank_t_approximation():
     assert all(p.data_ptr() != q.data_ptr() for p in pair.parameters() for q in layer.parameters())
 
 
+@pytest.mark.parametrize("shape", [(32, 48), (48, 32)])  # wide (Gram of W W^T) and tall (W^T W)
+def test_factors_equal_the_full_svd_reconstruction_and_survive_rank_deficiency(shape):
+    g = torch.Generator().manual_seed(5)
+    weight = torch.randn(*shape, generator=g)
+    u, s, vh = torch.linalg.svd(weight.double(), full_matrices=False)
+    for rank in (1, 7, 32):
+        first, second = svd_factors(weight, rank)
+        assert first.shape == (rank, shape[1]) and second.shape == (shape[0], rank) and first.dtype == torch.float32
+        expected = (u[:, :rank] * s[:rank]) @ vh[:rank]
+        torch.testing.assert_close((second @ first).double(), expected, rtol=0, atol=2e-5)
+    # rank 3 exactly: the factors neither invert the zero singular values nor lose the matrix
+    low = torch.randn(shape[0], 3, generator=g) @ torch.randn(3, shape[1], generator=g)
+    for rank in (3, 10, 32):
+        first, second = svd_factors(low, rank)
+        assert torch.isfinite(first).all() and torch.isfinite(second).all()
+        torch.testing.assert_close(second @ first, low, rtol=0, atol=1e-4)
+
+
 def test_bad_ranks_and_layers_are_refused():
     layer = seeded_linear()
     for rank in (0, -3, 2.5, True):

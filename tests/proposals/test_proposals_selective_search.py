@@ -124,3 +124,18 @@ def test_picklable_for_worker_processes():
 
     search = pickle.loads(pickle.dumps(SelectiveSearch(max_proposals=5)))
     assert torch.equal(search(_two_rectangles()), SelectiveSearch(max_proposals=5)(_two_rectangles()))
+
+
+def test_on_the_fly_proposals_show_a_bar_only_when_asked(capsys):
+    from detect.proposals.selective_search import propose_on_the_fly
+
+    search, image = SelectiveSearch(), _two_rectangles()
+    shown = search.propose([image, image], progress=True)
+    err = capsys.readouterr().err
+    assert "selective search:" in err and "/2 [" in err and "image/s" in err
+    quiet = search.propose([image, image])  # the default: no bar
+    assert capsys.readouterr().err == ""
+    assert all(torch.equal(a, b) for a, b in zip(shown, quiet)) and torch.equal(shown[0], search(image))
+    # None: a bar only on a terminal; pytest's captured stderr is not one
+    assert len(propose_on_the_fly(search, [image], progress=None)) == 1 and capsys.readouterr().err == ""
+    assert propose_on_the_fly(search, [], progress=True) == []

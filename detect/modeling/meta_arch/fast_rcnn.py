@@ -130,6 +130,8 @@ class FastRCNN(TwoStageDetector):
         super().__init__(transform, backbone, neck, None, roi_heads, num_classes, [], roi_features,
                          channels_last=channels_last)
         self.proposal_generator = proposal_generator
+        # On-the-fly proposals show a bar over the images: None = when stderr is a terminal.
+        self.proposal_progress: bool | None = None
         counts = dict(proposals_per_image or {"train": 2000, "test": 2000})
         if set(counts) != {"train", "test"} or any(int(v) < 1 for v in counts.values()):
             raise ValueError(f"proposals_per_image must be {{'train': n, 'test': n}} with n >= 1, got {counts}")
@@ -145,11 +147,11 @@ class FastRCNN(TwoStageDetector):
         one-line "how to give proposals" error when the model has none."""
         if self.proposal_generator is None:
             raise UserInputError(NO_PROPOSALS)
-        proposals = []
-        for image in images:
-            boxes = torch.as_tensor(self.proposal_generator(image), dtype=torch.float32)
-            proposals.append(boxes.reshape(-1, 4).to(image.device))
-        return proposals
+        from detect.proposals.selective_search import propose_on_the_fly
+
+        generated = propose_on_the_fly(self.proposal_generator, images, self.proposal_progress)
+        return [torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).to(image.device)
+                for boxes, image in zip(generated, images)]
 
     def _proposals(self, batch: ImageBatch, features, targets, training: bool, given):
         if given is None:

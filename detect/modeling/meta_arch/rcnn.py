@@ -173,6 +173,8 @@ class RCNN(Detector):
         self.min_proposal_size = float(min_proposal_size)
         self.crop_batch_size = int(crop_batch_size)
         self.proposal_generator = proposal_generator
+        # On-the-fly proposals show a bar over the images: None = when stderr is a terminal.
+        self.proposal_progress: bool | None = None
 
     def extra_repr(self) -> str:
         return (f"crop_size={self.crop_size}, context_pad={self.context_pad}, svm_feature={self.svm_feature}, "
@@ -196,7 +198,9 @@ class RCNN(Detector):
                     "R-CNN needs region proposals: pass predict(images, proposals=[Tensor[P, 4], ...]), give the "
                     "dataset a proposal_file (tools/make_proposals.py), or build the model with "
                     "proposal_generator='selective_search' (slow)")
-            proposals = [self.proposal_generator(image) for image in images]  # one image at a time
+            from detect.proposals.selective_search import propose_on_the_fly
+
+            proposals = propose_on_the_fly(self.proposal_generator, images, self.proposal_progress)
         return [self.clean_proposals(p, image) for p, image in zip(proposals, images)]
 
     @torch.no_grad()
@@ -350,6 +354,9 @@ def build_rcnn(num_classes: int, backbone: str = "tv:alexnet", backbone_weights=
         raise UserInputError(f"proposal_generator={proposal_generator!r}: expected None or 'selective_search'")
     model = RCNN(cnn, int(num_classes), crop_size=crop_size, context_pad=context_pad,
                  proposal_generator=generator, **options)
+    if not isinstance(stage_options or {}, dict) or not all(isinstance(v, dict) for v in (stage_options or {}).values()):
+        raise UserInputError(f"model.stage_options must map a stage name to a dict of its options, e.g. "
+                             f"{{'svm': {{'C': 0.001}}}}; got {stage_options!r}")
     model.stage_options = {k: dict(v) for k, v in (stage_options or {}).items()}
     return model
 
