@@ -227,8 +227,7 @@ def run_inference(
     if json_path is not None:
         _write_json(json_path, records)
         result.json_path = json_path
-    logger.info("%s", result.summary())
-    return result
+    return result  # the caller reports result.summary() (tools/infer.py prints it once)
 
 
 def _predict(predictor: Predictor, batch: list[Frame]) -> list[dict]:

@@ -124,5 +124,6 @@ def test_infer_command_line(checkpoint, tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert "1 images/frames" in run.stdout and (tmp_path / "out" / "a.png").is_file()
+    assert (run.stdout + run.stderr).count("images/frames") == 1  # the summary once, not also as a log line
     records = json.loads((tmp_path / "out" / "detections.json").read_text())
     assert all(d["score"] >= 0.25 and d["class_name"] in ("cell", "blob") for d in records[0]["detections"])
