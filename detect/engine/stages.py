@@ -41,7 +41,7 @@ the one it stopped in; without it an output directory that holds a run is refuse
 Stage options come from the model (``model.stage_options``, the ``stage_options`` keyword of
 the builder, so they live in ``config["model"]``): ``svm=dict(C, positive_weight,
 intercept_scaling, neg_iou, hard_thresh, evict_thresh, retrain_every, feature_norm,
-checkpoint_every)``, ``bbox_reg=dict(lam, min_iou, feature_norm)``,
+checkpoint_every)``, ``bbox_reg=dict(lam, min_iou, feature_norm, robust)``,
 ``features=dict(checkpoint_every)``; defaults are the paper's (:data:`DEFAULT_STAGE_OPTIONS`).
 """
 from __future__ import annotations
@@ -76,7 +76,7 @@ DEFAULT_STAGE_OPTIONS: dict[str, dict[str, Any]] = {
     "features": {"checkpoint_every": 20},
     "svm": {"C": 1e-3, "positive_weight": 2.0, "intercept_scaling": 10.0, "neg_iou": 0.3, "hard_thresh": -1.0001,
             "evict_thresh": -1.2, "retrain_every": 2000, "feature_norm": 20.0, "checkpoint_every": 50},
-    "bbox_reg": {"lam": 1000.0, "min_iou": 0.6, "feature_norm": 20.0},
+    "bbox_reg": {"lam": 1000.0, "min_iou": 0.6, "feature_norm": 20.0, "robust": 0.0},
 }
 
 
@@ -471,7 +471,7 @@ def _stage_bbox_reg(ctx: dict) -> None:
             logger.warning(f"bbox_reg: no training box for {ctx['class_names'][c - 1]!r}: its boxes stay as proposed")
             continue
         X = np.asarray(pool5[rows.numpy()], dtype=np.float32) * scale
-        weight[c - 1], bias[c - 1] = fit_ridge(X, reg_targets[rows], lam=float(opts["lam"]))
+        weight[c - 1], bias[c - 1] = fit_ridge(X, reg_targets[rows], lam=float(opts["lam"]), robust=float(opts["robust"]))
     logger.info(f"bbox_reg: ridge (lambda {opts['lam']}) on {counts} boxes per class with IoU > {opts['min_iou']}")
     state = {"weight": weight, "bias": bias, "feature_scale": scale, "done": True, "counts": counts}
     _save_state(out / "bbox_reg" / "state.pth", state)

@@ -44,8 +44,10 @@ regression ``min ||X W^T + b - Y||^2 + lam ||W||^2``, bias unregularised (featur
 targets are centred first), solved by Cholesky in float64. As in the original
 (``rcnn_train_bbox_regressor.m``) the targets are first centred and whitened
 (``T = V diag(1/sqrt(d + 0.001)) V^T`` from their covariance) and the fit mapped back, so
-the returned map predicts the raw targets. (The original also drops outlier rows by a
-quantile of the residual; that robustness step is not done.)
+the returned map predicts the raw targets. ``robust=q`` is the original's ``solve_robust``
+(off by default there and here): each whitened target is solved, the fraction ``q`` of rows
+with its largest squared residuals dropped, and solved again on the rest (stage option
+``bbox_reg.robust``).
 """
 from __future__ import annotations
 
@@ -208,9 +210,17 @@ class HardNegativeMiner:
         self.retrains = int(state["retrains"])
 
 
-def fit_ridge(features, targets, lam: float = 1000.0, whiten_eps: float = 1e-3) -> tuple[Tensor, Tensor]:
+def fit_ridge(features, targets, lam: float = 1000.0, whiten_eps: float = 1e-3,
+              robust: float = 0.0) -> tuple[Tensor, Tensor]:
     """Ridge regression of ``targets`` ``[N, T]`` on ``features`` ``[N, D]`` (see the module docstring);
-    returns ``(W [T, D], b [T])`` in float32 predicting the raw targets."""
+    returns ``(W [T, D], b [T])`` in float32 predicting the raw targets.
+
+    ``robust`` (the original code's ``solve_robust``, off by default there and here): when
+    ``> 0``, each (whitened) target is solved once, the ``robust`` fraction of rows with the
+    largest squared residuals for it is dropped, and that target is solved again on the rest.
+    """
+    if not 0.0 <= float(robust) < 1.0:
+        raise ValueError(f"robust must be a fraction in [0, 1), got {robust!r}")
     X = torch.as_tensor(np.asarray(features), dtype=torch.float64)
     Y = torch.as_tensor(np.asarray(targets), dtype=torch.float64)
     if X.shape[0] == 0:
@@ -222,8 +232,23 @@ def fit_ridge(features, targets, lam: float = 1000.0, whiten_eps: float = 1e-3) 
     eigval = eigval.clamp(min=0)
     whiten = eigvec @ torch.diag(1.0 / torch.sqrt(eigval + whiten_eps)) @ eigvec.t()
     unwhiten = eigvec @ torch.diag(torch.sqrt(eigval + whiten_eps)) @ eigvec.t()
-    gram = Xc.t() @ Xc + lam * torch.eye(X.shape[1], dtype=torch.float64)
-    W_white = torch.cholesky_solve(Xc.t() @ (Yc @ whiten), torch.linalg.cholesky(gram))  # [D, T]
-    W = (W_white @ unwhiten).t()  # back to raw targets: y = (x - mx) W_white T_inv + my
-    b = y_mean - W @ x_mean
+    ridge = lam * torch.eye(X.shape[1], dtype=torch.float64)
+    Y_white = Yc @ whiten
+    W_white = torch.cholesky_solve(Xc.t() @ Y_white, torch.linalg.cholesky(Xc.t() @ Xc + ridge))  # [D, T]
+    offset_white = torch.zeros(W_white.shape[1], dtype=torch.float64)  # intercepts of refits, whitened
+    if robust > 0:
+        losses = (Xc @ W_white - Y_white) ** 2  # [N, T]
+        for t in range(W_white.shape[1]):
+            keep = losses[:, t] < torch.quantile(losses[:, t], 1.0 - float(robust))
+            if keep.sum() == 0:
+                continue
+            # the kept rows are centred on their own means: the dropped ones moved the overall ones
+            x_keep, y_keep = Xc[keep].mean(0), Y_white[keep, t].mean()
+            Xk = Xc[keep] - x_keep
+            W_white[:, t] = torch.cholesky_solve(Xk.t() @ (Y_white[keep, t:t + 1] - y_keep),
+                                                 torch.linalg.cholesky(Xk.t() @ Xk + ridge))[:, 0]
+            offset_white[t] = y_keep - x_keep @ W_white[:, t]
+    # back to raw targets: y = ((x - mx) W_white + offset) T_inv + my
+    W = (W_white @ unwhiten).t()
+    b = y_mean - W @ x_mean + offset_white @ unwhiten
     return W.float(), b.float()

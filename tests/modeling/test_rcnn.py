@@ -240,6 +240,24 @@ def test_ridge_recovers_a_known_linear_map():
     torch.testing.assert_close(b_big, Y.mean(0).float(), atol=0.01, rtol=0)
 
 
+def test_robust_ridge_drops_the_gross_outliers_and_refits():
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(500, 6, generator=g, dtype=torch.float64)
+    W = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    Y = X @ W.t() + 0.01 * torch.randn(500, 4, generator=g, dtype=torch.float64)
+    Y[:25] += 50.0 * torch.randn(25, 4, generator=g, dtype=torch.float64)  # 5% gross outliers
+    Y += torch.tensor([0.5, -1.0, 2.0, 0.0], dtype=torch.float64)
+    plain, plain_bias = fit_ridge(X.numpy(), Y.numpy(), lam=1e-6)
+    robust, robust_bias = fit_ridge(X.numpy(), Y.numpy(), lam=1e-6, robust=0.1)  # drop the worst 10% per target
+    assert (plain - W.float()).abs().max() > 0.5 and (plain_bias - torch.tensor([0.5, -1.0, 2.0, 0.0])).abs().max() > 0.5
+    # per (whitened) target, as the original: an outlier that fits one target well stays in it
+    torch.testing.assert_close(robust, W.float(), atol=0.02, rtol=0)
+    torch.testing.assert_close(robust_bias, torch.tensor([0.5, -1.0, 2.0, 0.0]), atol=0.02, rtol=0)
+    assert torch.equal(fit_ridge(X.numpy(), Y.numpy(), lam=1e-6, robust=0.0)[0], plain)  # 0: the plain fit
+    with pytest.raises(ValueError, match="robust must be a fraction"):
+        fit_ridge(X.numpy(), Y.numpy(), robust=1.0)
+
+
 # ------------------------------------------------------------------ inference, buffers, checkpoints
 def _trained_buffers(model: RCNN, seed: int = 0) -> None:
     g = torch.Generator().manual_seed(seed)
