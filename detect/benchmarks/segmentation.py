@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detect.benchmarks.common import compare, machine_info, set_threads, table_header
+from detect.benchmarks.common import calibrate_batchnorm_, compare, machine_info, set_threads, table_header
 
 PENNFUDAN = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "PennFudanPed"
 
@@ -60,15 +60,7 @@ def torchvision_reference() -> nn.Module:
     from torchvision.models.segmentation import fcn_resnet50
 
     torch.manual_seed(0)
-    model = fcn_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    with torch.no_grad():
-        for m in norms:
-            m.momentum = None
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.uniform_(-0.2, 0.2)
-        model.train()(torch.randn(2, 3, 64, 64))
-    return model.eval()
+    return calibrate_batchnorm_(fcn_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True))
 
 
 def run(args) -> None:

@@ -13,6 +13,11 @@ Contract (docs/ABSTRACTIONS.md, "Images"):
 
 A file that is missing or cannot be decoded raises :class:`ImageReadError`, which names
 the path (and the image id when the caller gives one) and is an ``OSError``.
+
+- ``read_index_png(path, image_id, what, hint) -> np.ndarray[H, W] uint8``: a palette or
+  grayscale PNG of indices (VOC class masks, PennFudan instance ids) read as its indices, not
+  colours (PIL: OpenCV would expand the palette); an unreadable file raises
+  :class:`~detect.data.checks.MaskError` naming it and the image id.
 """
 from __future__ import annotations
 
@@ -137,3 +142,19 @@ def to_tensor(array: np.ndarray) -> torch.Tensor:
     cv2.split(np.ascontiguousarray(array), [planes[0], planes[1], planes[2]])
     return torch.from_numpy(planes).to(torch.float32).div_(255.0)
 
+
+def read_index_png(path, image_id=None, what: str = "mask", hint: str = "") -> np.ndarray:
+    """The indices of a palette ("P") or grayscale ("L") PNG as ``uint8 [H, W]``; another
+    mode or an unreadable file raises ``MaskError`` ("cannot read <what>: ...", then ``hint``)."""
+    from PIL import Image
+
+    from detect.data.checks import MaskError, Problem  # checks imports the data layer: not at import
+
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L"):
+                raise ValueError(f"mode {im.mode}; expected a palette or 8-bit grayscale PNG")
+            return np.asarray(im, dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise MaskError(Problem("unreadable_mask", str(path), image_id, None, f"cannot read {what}: {exc}"),
+                        hint) from exc

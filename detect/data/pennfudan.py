@@ -33,7 +33,7 @@ import numpy as np
 from detect.data.annotations import Annotations, ObjectTableBuilder
 from detect.data.checks import MaskError, Problem, list_existing_files, mask_problems, read_text, require_path
 from detect.data.dataset import DetectionDataset
-from detect.data.image_io import is_image_file
+from detect.data.image_io import is_image_file, read_index_png
 
 __all__ = ["PennFudanDataset", "parse_pennfudan", "read_pennfudan_instances", "read_pennfudan_mask",
            "is_pennfudan_root", "PENNFUDAN_CLASSES", "BOX_MASK_TOLERANCE", "PENNFUDAN_SPLITS"]
@@ -135,15 +135,8 @@ def parse_pennfudan(root, split: str = "train", class_names=None, *, val_fractio
 def read_pennfudan_instances(path, image_id=None) -> np.ndarray:
     """A ``PedMasks`` PNG as ``uint8 [H, W]`` instance ids (0 background); an unreadable
     file raises :class:`~detect.data.checks.MaskError` naming it and the image id."""
-    from PIL import Image  # the masks are 8-bit grayscale (some copies palette): the values are the ids
-
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P"):
-                raise ValueError(f"mode {im.mode}; PennFudan masks are 8-bit grayscale")
-            return np.asarray(im, dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise MaskError(Problem("unreadable_mask", str(path), image_id, None, f"cannot read instance mask: {exc}")) from exc
+    # the masks are 8-bit grayscale (some copies palette): the values are the ids
+    return read_index_png(path, image_id, "instance mask", "PennFudan masks are 8-bit grayscale PNGs of instance ids")
 
 
 def read_pennfudan_mask(path, image_id=None) -> np.ndarray:

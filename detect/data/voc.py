@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from detect.data.annotations import Annotations, ObjectTableBuilder
-from detect.data.checks import DataPathError, MaskError, Problem, list_existing_files, read_text, require_path
+from detect.data.checks import DataPathError, Problem, list_existing_files, read_text, require_path
 from detect.data.dataset import DetectionDataset
-from detect.data.image_io import ImageReadError, read_image_size
+from detect.data.image_io import ImageReadError, read_image_size, read_index_png
 
 __all__ = ["VOC_CLASSES", "VOCDetection", "parse_voc", "derive_voc_class_names", "read_split_ids", "read_voc_mask"]
 
@@ -233,14 +233,5 @@ def read_voc_mask(path, image_id=None) -> np.ndarray:
     """A ``SegmentationClass`` PNG as ``uint8 [H, W]`` class indices (palette index = label,
     255 = ignore). A file that cannot be read, or is neither palette nor grayscale, raises
     :class:`~detect.data.checks.MaskError` naming it and the image id."""
-    from PIL import Image  # cv2 would expand the palette to colours; we need the indices
-
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("P", "L"):
-                raise ValueError(f"mode {im.mode}")
-            return np.asarray(im, dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise MaskError(Problem("unreadable_mask", str(path), image_id, None,
-                                f"cannot read segmentation mask: {exc}"),
-                        "VOC masks are palette ('P') or grayscale PNGs of class indices") from exc
+    return read_index_png(path, image_id, "segmentation mask",
+                          "VOC masks are palette ('P') or grayscale PNGs of class indices")

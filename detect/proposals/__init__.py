@@ -4,6 +4,8 @@
   :func:`load_proposals` -> :class:`ProposalSet` (lookup by image id);
 - :mod:`detect.proposals.selective_search`: :class:`SelectiveSearch` (R-CNN's "fast" mode on
   OpenCV contrib), a proposal generator ``generator(image) -> Tensor[P, 4]``;
+- :mod:`detect.proposals.generators`: the generator a model holds for images without
+  proposals (:func:`build_proposal_generator`) and the one loop that runs it with a progress bar;
 - :mod:`detect.proposals.make`: writing a split's file in worker processes, resumably;
 - :mod:`detect.proposals.convert`: detectron2 / mmdetection pickles (``allow_pickle=True`` only);
 - :mod:`detect.proposals.recall`: recall of a proposal set against the ground truth.

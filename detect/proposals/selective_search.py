@@ -46,7 +46,7 @@ from torch import Tensor
 from detect.errors import UserInputError
 from detect.proposals.opencv_check import require_selective_search
 
-__all__ = ["SelectiveSearch", "propose_on_the_fly", "selective_search"]
+__all__ = ["SelectiveSearch", "selective_search"]
 
 _STRATEGIES = {
     "color+texture+size+fill": ("Color", "Texture", "Size", "Fill"),
@@ -102,6 +102,8 @@ class SelectiveSearch:
 
     ``params`` is the plain-data description written into proposal files.
     """
+
+    progress_name = "selective search"  # the bar of detect.proposals.generators.propose_on_the_fly
 
     def __init__(self, color_spaces=("hsv", "lab"), ks=(50, 100), sigma: float = 0.8,
                  strategies=("color+texture+size+fill", "texture+size+fill"), min_box_size: float = 20,
@@ -190,30 +192,12 @@ class SelectiveSearch:
         ``progress``: a tqdm bar over the images on stderr (``True``), none (``False``), or
         one only when stderr is a terminal (``None``, what the models use on the fly).
         """
+        from detect.proposals.generators import propose_on_the_fly
+
         return propose_on_the_fly(self, images, progress)
 
     def __repr__(self) -> str:
         return f"SelectiveSearch({', '.join(f'{k}={v!r}' for k, v in self.params.items() if k != 'mode')})"
-
-
-def propose_on_the_fly(generator, images, progress: bool | None = None) -> list[Tensor]:
-    """``generator(image)`` for each image, with a transient tqdm bar (``"selective search"``,
-    seconds per image) where ``progress`` says so; ``None``: only when stderr is a terminal.
-
-    The one place the models (Fast R-CNN, R-CNN) compute proposals for images that came
-    without them: the Predictor and ``tools/infer.py`` on plain images.
-    """
-    images = list(images)
-    if progress is None:
-        import sys
-
-        progress = sys.stderr.isatty()
-    if not progress or not images:
-        return [generator(image) for image in images]
-    from tqdm import tqdm
-
-    name = "selective search" if isinstance(generator, SelectiveSearch) else "proposals"
-    return [generator(image) for image in tqdm(images, desc=name, unit="image", leave=False, dynamic_ncols=True)]
 
 
 def selective_search(image, **options) -> Tensor:

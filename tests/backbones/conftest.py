@@ -7,6 +7,8 @@ import torch
 import torchvision
 from torch import nn
 
+from detect.benchmarks.common import calibrate_batchnorm_
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Run these tests on one intra-op thread, restored after each module. The inputs are tiny,
@@ -28,17 +30,7 @@ def seeded_torchvision_model(name: str, seed: int = 0) -> nn.Module:
     """torchvision ``name`` with seeded random weights whose BatchNorm statistics were set from
     one random batch (so activations stay O(1) and every BN does real work), in eval mode."""
     torch.manual_seed(seed)
-    model = torchvision.models.get_model(name, weights=None, **TV_KWARGS.get(name, {}))
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    with torch.no_grad():
-        for m in norms:
-            m.momentum = None  # cumulative average: one batch sets the statistics exactly
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.uniform_(-0.2, 0.2)
-        model.train()(torch.randn(2, 3, 64, 64))
-    for m in norms:
-        m.momentum = 0.1
-    return model.eval()
+    return calibrate_batchnorm_(torchvision.models.get_model(name, weights=None, **TV_KWARGS.get(name, {})))
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import torchvision
 from torch import nn
 
 from detect import build_detector
+from detect.benchmarks.common import calibrate_batchnorm_
 from detect.modeling.meta_arch.fcn import build_fcn, convolutionalise
 from detect.modeling.seg_heads import BilinearUpsample, bilinear_kernel, sem_seg_loss
 from detect.modeling.transform import IMAGENET_MEAN, IMAGENET_STD
@@ -37,21 +38,6 @@ def _normalise(image: torch.Tensor) -> torch.Tensor:
     return ((image - mean) / std)[None]
 
 
-def _calibrate_batchnorm(model: nn.Module, size: int = 64, run=None) -> nn.Module:
-    """Set every BatchNorm's statistics from one random batch (cumulative average), with random
-    affine parameters, so that activations stay O(1) and every norm does real work; eval mode."""
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    with torch.no_grad():
-        for m in norms:
-            m.momentum = None
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.uniform_(-0.2, 0.2)
-        (run or model.train())(torch.randn(2, 3, size, size))
-    for m in norms:
-        m.momentum = 0.1
-    return model.eval()
-
-
 def _random_masks(sizes, num_classes: int, seed: int = 0) -> list[dict]:
     generator = torch.Generator().manual_seed(seed)
     targets = []
@@ -69,7 +55,7 @@ def torchvision_fcn50():
 
     torch.manual_seed(0)
     model = fcn_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
-    return _calibrate_batchnorm(model)
+    return calibrate_batchnorm_(model)
 
 
 @pytest.mark.parametrize("depth", [50, pytest.param(101, marks=pytest.mark.slow)])
@@ -82,7 +68,7 @@ def test_torchvision_fcn_parity(depth, torchvision_fcn50):
         from torchvision.models.segmentation import fcn_resnet101
 
         torch.manual_seed(1)
-        reference = _calibrate_batchnorm(fcn_resnet101(weights=None, weights_backbone=None, num_classes=21,
+        reference = calibrate_batchnorm_(fcn_resnet101(weights=None, weights_backbone=None, num_classes=21,
                                                        aux_loss=True))
     ours = build_fcn(num_classes=20, backbone=f"resnet{depth}", layout="torchvision",
                      weights=reference.state_dict()).eval()
@@ -351,7 +337,7 @@ def test_weights_reinitialise_class_specific_layers_when_k_changes(tmp_path):
 def test_optimize_for_inference_matches():
     torch.manual_seed(0)
     model = build_fcn(num_classes=20, backbone="resnet18", layout="torchvision")
-    model = _calibrate_batchnorm(model, run=lambda x: model.train().head_outputs(x, with_aux=True))
+    model = calibrate_batchnorm_(model, run=lambda x: model.train().head_outputs(x, with_aux=True))
     images = [torch.rand(3, 57, 83), torch.rand(3, 64, 48)]
     expected = model.predict(images)
     fast = copy.deepcopy(model).optimize_for_inference()

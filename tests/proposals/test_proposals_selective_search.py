@@ -127,7 +127,7 @@ def test_picklable_for_worker_processes():
 
 
 def test_on_the_fly_proposals_show_a_bar_only_when_asked(capsys):
-    from detect.proposals.selective_search import propose_on_the_fly
+    from detect.proposals.generators import propose_on_the_fly
 
     search, image = SelectiveSearch(), _two_rectangles()
     shown = search.propose([image, image], progress=True)

@@ -88,10 +88,9 @@ from detect.modeling.meta_arch.two_stage import TwoStageDetector
 from detect.modeling.svd import use_truncated_svd_
 from detect.modeling.transform import ImageBatch, ImageTransform
 from detect.modeling.weights import load_detector_weights
+from detect.proposals.generators import build_proposal_generator, propose_on_the_fly
 
 logger = logging.getLogger(__name__)
-
-PROPOSAL_GENERATORS = ("selective_search",)
 
 NO_PROPOSALS = (
     "Fast R-CNN classifies given proposals, and none were given: call "
@@ -147,8 +146,6 @@ class FastRCNN(TwoStageDetector):
         one-line "how to give proposals" error when the model has none."""
         if self.proposal_generator is None:
             raise UserInputError(NO_PROPOSALS)
-        from detect.proposals.selective_search import propose_on_the_fly
-
         generated = propose_on_the_fly(self.proposal_generator, images, self.proposal_progress)
         return [torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).to(image.device)
                 for boxes, image in zip(generated, images)]
@@ -264,9 +261,7 @@ def build_fast_rcnn(
     if num_classes is None or int(num_classes) < 1:
         raise ValueError(f"num_classes must be the number of foreground classes (>= 1), got {num_classes!r}")
     num_classes = int(num_classes)
-    if proposal_generator is not None and proposal_generator not in PROPOSAL_GENERATORS:
-        raise ValueError(f"unknown proposal_generator {proposal_generator!r}; choose one of "
-                         f"{', '.join(PROPOSAL_GENERATORS)} or None (proposals given)")
+    generator = build_proposal_generator(proposal_generator, proposal_generator_options)
     trained = weights is not None or backbone_weights is not None
     name = backbone if isinstance(backbone, str) else None
     family = backbone_family(name) if name else "object"
@@ -302,11 +297,6 @@ def build_fast_rcnn(
     if svd_ranks:
         use_truncated_svd_(roi_heads.box_head, svd_ranks)
 
-    generator = None
-    if proposal_generator == "selective_search":
-        from detect.proposals.selective_search import SelectiveSearch
-
-        generator = SelectiveSearch(**dict(proposal_generator_options or {}))
     model = FastRCNN(
         build_image_transform(trunk, min_size, max_size, image_mean, image_std),
         trunk.body,

@@ -71,6 +71,7 @@ from detect.modeling.linear_svm import BoxRegressor, LinearSVMs
 from detect.modeling.matcher import Matcher
 from detect.modeling.sampler import BalancedPositiveNegativeSampler
 from detect.modeling.transform import IMAGENET_MEAN, IMAGENET_STD, clip_boxes, traceable_batched_nms
+from detect.proposals.generators import build_proposal_generator, propose_on_the_fly
 
 #: torchvision classifier families whose own fc6/fc7 the CNN keeps: (pool5 grid, layer order).
 #: AlexNet's classifier is Dropout, fc6, ReLU, Dropout, fc7, ReLU, fc8; VGG's fc6, ReLU, Dropout, ...
@@ -198,8 +199,6 @@ class RCNN(Detector):
                     "R-CNN needs region proposals: pass predict(images, proposals=[Tensor[P, 4], ...]), give the "
                     "dataset a proposal_file (tools/make_proposals.py), or build the model with "
                     "proposal_generator='selective_search' (slow)")
-            from detect.proposals.selective_search import propose_on_the_fly
-
             proposals = propose_on_the_fly(self.proposal_generator, images, self.proposal_progress)
         return [self.clean_proposals(p, image) for p, image in zip(proposals, images)]
 
@@ -345,13 +344,7 @@ def build_rcnn(num_classes: int, backbone: str = "tv:alexnet", backbone_weights=
     if num_classes is None or int(num_classes) < 1:
         raise UserInputError(f"R-CNN needs num_classes >= 1 foreground classes, got {num_classes}")
     cnn = build_crop_cnn(backbone, backbone_weights, fc_dims, dropout, frozen_stages, norm)
-    generator = None
-    if proposal_generator == "selective_search":
-        from detect.proposals.selective_search import SelectiveSearch
-
-        generator = SelectiveSearch(**(proposal_generator_options or {}))
-    elif proposal_generator is not None:
-        raise UserInputError(f"proposal_generator={proposal_generator!r}: expected None or 'selective_search'")
+    generator = build_proposal_generator(proposal_generator, proposal_generator_options)
     model = RCNN(cnn, int(num_classes), crop_size=crop_size, context_pad=context_pad,
                  proposal_generator=generator, **options)
     if not isinstance(stage_options or {}, dict) or not all(isinstance(v, dict) for v in (stage_options or {}).values()):
