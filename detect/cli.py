@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -80,13 +81,39 @@ def user_error_types() -> tuple[type, ...]:
 
 
 def is_user_error(exc: BaseException) -> bool:
-    return isinstance(exc, user_error_types())
+    """A user-facing error, also when torch's DataLoader carried it over from a worker (as its
+    own class, or as a ``RuntimeError`` where that class cannot be rebuilt from a message)."""
+    if isinstance(exc, user_error_types()):
+        return True
+    header = _WORKER_HEADER.match(str(exc))
+    return header is not None and header.group("name") in {name.split(":")[1] for name in USER_ERRORS}
+
+
+#: How torch's DataLoader re-raises a worker's exception in the main process: the same class,
+#: its message replaced by "Caught X in DataLoader worker process N." and the worker's traceback.
+_WORKER_HEADER = re.compile(r"^Caught (?P<name>\w+) in DataLoader worker process \d+\.\n"
+                            r"Original Traceback \(most recent call last\):\n")
+
+
+def worker_message(text: str) -> str:
+    """The original message of an exception that torch's DataLoader carried over from a worker
+    process (the text after the traceback's last ``[module.]Class: `` line), so a bad image met
+    in a worker reads as it does in the main process; any other text unchanged."""
+    header = _WORKER_HEADER.match(text)
+    if header is None:
+        return text
+    last = None
+    for last in re.finditer(r"\n(?:[\w.]+\.)?%s: " % re.escape(header.group("name")), text):
+        pass
+    return text[last.end():] if last is not None else text
 
 
 def one_line(exc: BaseException) -> str:
     """``exc``'s message on one line: lines stripped and joined with ``"; "``; a KeyError's
-    quotes dropped; the class name when the message is empty."""
+    quotes dropped; the class name when the message is empty; a DataLoader worker's exception
+    reduced to its original message (:func:`worker_message`)."""
     text = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
+    text = worker_message(text)
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         text = f"{exc.filename}: {exc.strerror}"  # an OSError raised by open() and friends
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]

@@ -42,6 +42,8 @@ BCCD = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "BCCD"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default) or cuda[:N]: the GPU rows (plain, fp16 and bf16 autocast; no YOLO table)")
     parser.add_argument("--train", action="store_true", help="also time a training step at batch 2")
     parser.add_argument("--backbones", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
                         help="other variants whose latency to report (default: all)")
@@ -100,13 +102,53 @@ def _mib(num_bytes: int) -> str:
 
 
 def run(args) -> None:
-    from detect import build_detector
-
     set_threads(args.threads)
     print(f"Machine: {machine_info()}")
     if args.bf16_ap:
         shapes_bf16_ap(args.bf16_ap, args.bf16_ap_steps)
         return
+    if torch.device(args.device).type == "cuda":
+        run_cuda(args)
+        return
+    run_cpu(args)
+
+
+def run_cuda(args) -> None:
+    """The GPU rows: ours against torchvision on one CUDA device, float32 and under autocast
+    (fp16, bf16), same weights, same 800 px input; CUDA time synchronised around each call."""
+    from detect import build_detector
+
+    device = torch.device(args.device)
+    if not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {args.device}: torch sees no CUDA device here; run the CPU rows without it")
+    image = benchmark_image().to(device)
+    theirs = torchvision_reference(args.num_classes).eval().to(device)
+    ours = build_detector("faster_rcnn", backbone="resnet50", fpn=True, num_classes=args.num_classes,
+                          weights=theirs.state_dict()).eval().to(device)
+    images = [image]
+    rows = []
+    for label, dtype in (("float32", None), ("autocast fp16", torch.float16), ("autocast bf16", torch.bfloat16)):
+        def under(fn, dtype=dtype):
+            def call():
+                with torch.inference_mode(), torch.autocast("cuda", dtype=dtype or torch.float16,
+                                                             enabled=dtype is not None):
+                    return fn(images)
+            return call
+
+        rows.append(compare(f"R50-FPN inference on {torch.cuda.get_device_name(device)}, {label}",
+                            under(ours.predict), under(theirs), args.warmup, args.repeats, device=device))
+    print(table_header("Faster R-CNN (GPU)"))
+    for row in rows:
+        print(row.row())
+    torch.cuda.reset_peak_memory_stats(device)
+    with torch.inference_mode():
+        ours.predict(images)
+    print(f"\nPeak CUDA memory of one float32 prediction (ours): {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
+
+
+def run_cpu(args) -> None:
+    from detect import build_detector
+
     image = benchmark_image()
     print(f"Input: one {tuple(image.shape[1:])} image, resized to 800 inside; {args.threads} threads; "
           f"median of {args.repeats} after {args.warmup} warm-up runs\n")

@@ -58,7 +58,7 @@ class DataConfigError(ConfigError, KeyError):
 
     __str__ = ConfigError.__str__  # KeyError's would quote the message
 
-__all__ = ["build_dataset", "build_dataloader", "resolve_split", "parse_split", "SplitSpec", "DATA_FORMATS"]
+__all__ = ["build_dataset", "build_dataloader", "prepare_data", "resolve_split", "parse_split", "SplitSpec", "DATA_FORMATS"]
 
 DATA_FORMATS = ("coco", "voc", "yolo", "shapes", "pennfudan", "sbd")
 
@@ -171,6 +171,20 @@ def resolve_split(data_cfg: dict, split: str, *, derive_classes: bool = True) ->
     if missing:
         raise DataConfigError(f"data.{split} for format {fmt!r} needs {missing} (in data.{split} or at data level)")
     return spec
+
+
+def prepare_data(data_cfg: dict) -> None:
+    """Do the first-use side effects of ``data_cfg`` (today: generating the shapes set of every
+    split section) so that building the datasets afterwards only reads.
+
+    Under torchrun the engine calls this on rank 0 while the other ranks wait
+    (:func:`detect.distributed.on_main_process`): two ranks generating one folder at once
+    would race for it."""
+    if data_cfg.get("format") != "shapes":
+        return
+    for split, options in data_cfg.items():
+        if isinstance(options, dict) and split not in ("transforms", "shapes"):
+            resolve_split(data_cfg, split, derive_classes=False)
 
 
 def _data_level(data_cfg: dict, fmt: str) -> dict:

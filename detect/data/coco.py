@@ -42,6 +42,7 @@ import numpy as np
 from detect.data.annotations import Annotations, coco_from_dict
 from detect.data.checks import DatasetError, Problem, read_text, require_path
 from detect.data.dataset import DetectionDataset
+from detect.errors import UserInputError
 
 __all__ = ["CocoDetection", "parse_coco", "coco_class_names", "COCO_VOC_CATEGORY_IDS", "MASK_STYLES"]
 
@@ -58,9 +59,9 @@ def _load_json(ann_file: Path) -> dict:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{ann_file} is not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from exc
+        raise UserInputError(f"{ann_file} is not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from exc
     if not isinstance(data, dict) or "images" not in data:
-        raise ValueError(f"{ann_file} is not a COCO instances file: it has no 'images' list")
+        raise UserInputError(f"{ann_file} is not a COCO instances file: it has no 'images' list")
     data.setdefault("annotations", [])
     data.setdefault("categories", [])
     return data
@@ -92,11 +93,11 @@ def _check_ids(location: str, entries: list, what: str) -> None:
 def _resolve_category_ids(category_ids) -> list[int]:
     if isinstance(category_ids, str):
         if category_ids != "voc":
-            raise ValueError(f"category_ids is {category_ids!r}; expected 'voc' or a list of COCO category ids")
+            raise UserInputError(f"category_ids is {category_ids!r}; expected 'voc' or a list of COCO category ids")
         return list(COCO_VOC_CATEGORY_IDS)
     ids = [_as_id(c) for c in category_ids]
     if not ids or not all(isinstance(c, int) for c in ids) or len(set(ids)) != len(ids):
-        raise ValueError(f"category_ids must be 'voc' or a non-empty list of distinct integer ids, got {category_ids!r}")
+        raise UserInputError(f"category_ids must be 'voc' or a non-empty list of distinct integer ids, got {category_ids!r}")
     return ids
 
 
@@ -133,7 +134,7 @@ def parse_coco(image_dir, ann_file, class_names: list[str] | None = None, *, cat
     categories = sorted(data["categories"], key=lambda c: c["id"])
     if isinstance(class_names, str):
         if class_names != "derive":
-            raise ValueError(f"class_names must be None, 'derive' or a list of names, got {class_names!r}")
+            raise UserInputError(f"class_names must be None, 'derive' or a list of names, got {class_names!r}")
         class_names = None  # the file's categories are the derived list
     ignored = 0
     if category_ids is not None:
@@ -147,7 +148,7 @@ def parse_coco(image_dir, ann_file, class_names: list[str] | None = None, *, cat
                                hint="category_ids='voc' needs the COCO 2017 category ids; give the ids of this file.")
         default_names = coco_class_names(categories, category_ids)
         if class_names is not None and len(class_names) != len(selected):
-            raise ValueError(f"class_names lists {len(class_names)} names for {len(selected)} category_ids; "
+            raise UserInputError(f"class_names lists {len(class_names)} names for {len(selected)} category_ids; "
                              "give one name per id, or class_names=None")
         names = list(class_names) if class_names is not None else default_names
         category_ids = selected
@@ -180,7 +181,7 @@ def parse_coco(image_dir, ann_file, class_names: list[str] | None = None, *, cat
     image_ids = np.asarray([int(im["id"]) for im in images], dtype=np.int64)
     if np.unique(image_ids).size != image_ids.size:
         values, counts = np.unique(image_ids, return_counts=True)
-        raise ValueError(f"{ann_file}: image ids {values[counts > 1][:10].tolist()} appear more than once in 'images'; "
+        raise UserInputError(f"{ann_file}: image ids {values[counts > 1][:10].tolist()} appear more than once in 'images'; "
                          "every image needs its own id")
     file_paths = [os.path.join(image_dir, im.get("file_name", "")) for im in images]
     heights = np.asarray([int(im.get("height") or -1) for im in images], dtype=np.int64)
@@ -282,7 +283,7 @@ class CocoDetection(DetectionDataset):
                  check_policy="raise", filter_empty=False, masks=False, mask_style="detect", min_labelled_area=None,
                  tolerance=1.0, images=None, proposal_file=None):
         if mask_style not in MASK_STYLES:
-            raise ValueError(f"mask_style is {mask_style!r}; expected one of {MASK_STYLES}")
+            raise UserInputError(f"mask_style is {mask_style!r}; expected one of {MASK_STYLES}")
         annotations = parse_coco(image_dir, ann_file, class_names, category_ids=category_ids)
         if annotations.extra["ignored_annotations"]:
             logger.info("%s: category_ids left out %d annotation(s) of other categories", annotations.location,

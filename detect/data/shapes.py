@@ -346,7 +346,10 @@ def make_shapes(root, *, overwrite: bool = False, **options) -> Path:
         if existing is not None:  # overwrite=True: replace our own previous set
             shutil.rmtree(root)
         elif root.exists():
-            root.rmdir()  # empty folder
+            try:
+                root.rmdir()  # empty folder
+            except OSError:
+                pass  # another process renamed its set into place meanwhile: checked below
         try:
             os.rename(staging, root)
         except OSError:

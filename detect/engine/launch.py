@@ -94,6 +94,12 @@ def build_dataset(data_cfg: Mapping, split: str):
     return _build(dict(data_cfg), split)
 
 
+def prepare_data(data_cfg: Mapping) -> None:
+    from detect.data.build import prepare_data as _prepare
+
+    _prepare(dict(data_cfg))
+
+
 def build_dataloader(dataset, **kwargs):
     from detect.data.build import build_dataloader as _build
 
@@ -217,6 +223,7 @@ def train(config: "Mapping | str | Path", *, resume: str | Path | None = None, w
 
         # data
         if datasets is None:
+            dist_utils.on_main_process(lambda: prepare_data(dcfg), "to prepare the data (generate the shapes set)")
             datasets = {"train": build_dataset(dcfg, "train")}
             if _has_split(dcfg, "val"):
                 datasets["val"] = build_dataset(dcfg, "val")
@@ -504,6 +511,7 @@ def evaluate(config: "Mapping | str | Path | None" = None, *, checkpoint: str | 
     logger = get_logger()
     try:
         if dataset is None:
+            dist_utils.on_main_process(lambda: prepare_data(dcfg), "to prepare the data (generate the shapes set)")
             dataset = build_dataset(dcfg, split)
         if payload is not None and payload.get("class_names") and getattr(dataset, "class_names", None) is not None:
             if list(payload["class_names"]) != list(dataset.class_names):

@@ -196,7 +196,9 @@ class TensorBoardWriter:
             if isinstance(value, torch.Tensor) and value.numel() == 1:
                 value = value.item()
             if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
-                self.writer.add_scalar(f"{prefix}/{key}", float(value), step)
+                # validation metrics already say "val/loss": no second prefix ("val/val/loss")
+                tag = key if key.startswith(f"{prefix}/") else f"{prefix}/{key}"
+                self.writer.add_scalar(tag, float(value), step)
 
     def flush(self) -> None:
         if self.writer is not None:

@@ -119,7 +119,10 @@ def roi_align(
     num_channels, height, width = features.shape[1:]
     num_rois = rois.shape[0]
     if num_rois == 0:
-        return features.new_zeros((0, num_channels) + tuple(output_size))
+        # Empty, but still a function of ``features`` (as torchvision's op is): a level that
+        # pooled no RoI in this batch gets a zero gradient rather than none, so its layers
+        # count as used and DistributedDataParallel's reduction completes (Fast R-CNN on FPN).
+        return features[:0, :, :1, :1].expand(0, num_channels, *output_size)
     index, weight = roi_align_gather_indices(
         rois.detach(), height, width, output_size, spatial_scale, sampling_ratio, aligned
     )

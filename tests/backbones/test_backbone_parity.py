@@ -11,6 +11,8 @@ from torchvision.ops import deform_conv2d
 from backbones import (DeformableConv2d, GoogLeNetClassifier, GoogLeNetOutputs, ResNetClassifier,
                        build_backbone)
 
+
+pytestmark = pytest.mark.parity
 RESNET_NODES = {"c2": "layer1", "c3": "layer2", "c4": "layer3", "c5": "layer4"}
 GOOGLENET_NODES = {"c3": "inception3b", "c4": "inception4e", "c5": "inception5b"}
 

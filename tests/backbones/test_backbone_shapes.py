@@ -114,6 +114,7 @@ TV_NODES = {
 }
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("tv_name", list(TV_NODES))
 def test_torchvision_backbone_matches_torchvision_modules(tv_name, capture):
     nodes = TV_NODES[tv_name]

@@ -22,6 +22,7 @@ def vgg16():
 
 @pytest.mark.parametrize("name, fc6, fc7, shape", [("vgg16", 0, 3, (512, 7, 7)),
                                                    ("alexnet", 1, 4, (256, 6, 6))])
+@pytest.mark.parity
 def test_classifier_fc_weights_are_torchvision_classifier(name, fc6, fc7, shape, vgg16):
     reference = vgg16 if name == "vgg16" else _seeded(name)
     model = build_backbone(f"tv:{name}", weights=reference.state_dict(), classifier_fc=True)
@@ -85,6 +86,7 @@ def test_classifier_fc_and_cn_unit_errors():
         build_backbone("tv:alexnet", cn_unit="pool")
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("name", ["resnet50", "dcn_resnet50"])
 def test_dilated_resnet_strides_and_torchvision_parity(name):
     flags = (False, True, True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import timm  # a declared dev dependency (test-only): a broken install must fail here, not skip
 import torch
 from torch import nn
 
@@ -30,7 +31,6 @@ OURS = {"seresnet50": "seresnet50", "seresnet101": "seresnet101", "legacy_xcepti
 def seeded_timm_model(name: str, seed: int = 0) -> nn.Module:
     """timm ``name`` (no download) with seeded random weights and BatchNorm statistics set from
     one random batch, so that every norm does real work and activations stay O(1); eval mode."""
-    timm = pytest.importorskip("timm")
     torch.manual_seed(seed)
     model = timm.create_model(name, pretrained=False)
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -287,7 +287,6 @@ def test_faster_rcnn_fpn_trains_one_step(backbone):
 # ------------------------------------------------------------------------------ benchmark
 @pytest.mark.parametrize("name", ["seresnet50", "xception"])
 def test_benchmark_timm_counterparts_compute_the_same_features(name):
-    pytest.importorskip("timm")
     from detect.benchmarks.backbones import our_options, torchvision_counterpart
 
     torch.manual_seed(0)

@@ -78,11 +78,23 @@ def test_mask_covers_exactly_the_square_after_flip_and_scale(name):
         seen_sizes.add(out_image.shape[:2])
         sizes += 1
     if name == "seg_eval":
-        assert seen_sizes == {(64, 85)} and flipped == 0  # shorter side 64, int(64 * 120 / 90) = 85
-    else:
+        # no flip; the shorter side resized to base_size 64: int(64 * 120 / 90) = 85
+        assert flipped == 0
+        assert seen_sizes == {(64, 85)}
+    elif name in ("train", "yolo"):
+        # flip about half the time; the content is scaled inside a fixed frame of the input's size
         assert 0 < flipped < sizes
-        # train / yolo scale the content inside a fixed frame; the seg presets resize the frame
-        assert (seen_sizes == {(H, W)}) == (name in ("train", "yolo")) and len(seen_sizes) > 1 or name in ("train", "yolo")
+        assert seen_sizes == {(H, W)}
+    else:
+        # seg_train / seg_shapes: flip about half the time and resize the frame itself, the shorter
+        # side drawn in seg_train's randint(int(0.5 * 90), int(2 * 90)) or seg_shapes'
+        # round(uniform(0.75, 1.25) * 90), the longer side following as torchvision computes it
+        assert name in ("seg_train", "seg_shapes")
+        assert 0 < flipped < sizes
+        low, high = {"seg_train": (45, 180), "seg_shapes": (68, 112)}[name]
+        assert len(seen_sizes) > 1
+        for height, width in seen_sizes:
+            assert low <= height <= high and (height, width) == shorter_side_size(H, W, height)
 
 
 @pytest.mark.parametrize("size", [(375, 500), (500, 333), (97, 131), (64, 64)])

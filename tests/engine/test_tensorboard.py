@@ -34,12 +34,39 @@ def test_writer_writes_numbers_at_their_steps_and_skips_the_rest(tmp_path):
     assert scalars["train/epoch"] == [(10, 1.0), (20, 2.0)]
 
 
-def test_a_training_run_logs_what_metrics_jsonl_holds(tmp_path, standins):
+def test_a_training_run_logs_what_metrics_jsonl_holds(tmp_path, standins, monkeypatch):
+    """The engine's logging hook through the real SummaryWriter: every number of every
+    metrics.jsonl record is in the event file at the record's iteration (as float32, which is
+    what TensorBoard stores), and nothing else is; the writer is closed at the end."""
+    import torch.utils.tensorboard
+
+    writers = []
+
+    class KeptSummaryWriter(torch.utils.tensorboard.SummaryWriter):
+        """The real writer, unchanged; only kept, to look at its state after the run."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            writers.append(self)
+
+    monkeypatch.setattr(torch.utils.tensorboard, "SummaryWriter", KeptSummaryWriter)
     train(tiny_config(tmp_path / "run", epochs=2, tensorboard=True))
+    assert len(writers) == 1 and writers[0].log_dir == str(tmp_path / "run" / "tensorboard")
+    assert writers[0].all_writers is None  # SummaryWriter.close() clears its file writers
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))) == 1
     scalars = read_scalars(tmp_path / "run" / "tensorboard")
     train_records = [r for r in records if r["type"] == "train"]
     val_records = [r for r in records if r["type"] == "val"]
-    assert train_records and val_records
-    assert scalars["train/loss"] == [(r["iteration"], pytest.approx(r["loss"], rel=1e-6)) for r in train_records]
-    assert scalars["val/bbox/AP50"] == [(r["iteration"], pytest.approx(r["bbox/AP50"], rel=1e-6)) for r in val_records]
+    assert [r["iteration"] for r in train_records] == [2, 4, 6, 8] and [r["iteration"] for r in val_records] == [4, 8]
+    expected = {}
+    for r in records:
+        for key, value in r.items():
+            if key in ("time", "type") or (r["type"] == "val" and key in ("iteration", "epoch")):
+                continue  # the wall-clock stamp and the record's own bookkeeping are not logged
+            tag = key if key.startswith(f"{r['type']}/") else f"{r['type']}/{key}"  # "val/loss", not "val/val/loss"
+            expected.setdefault(tag, []).append((r["iteration"], float(np.float32(value))))
+    assert {"train/loss", "train/loss_cls", "train/loss_box", "train/lr", "val/bbox/AP50", "val/loss"} <= set(expected)
+    assert scalars == expected
+    # the losses moved: a writer that logged one value at every step would not pass
+    assert len({v for _, v in scalars["train/loss"]}) == 4 and len({v for _, v in scalars["val/loss"]}) == 2

@@ -81,7 +81,9 @@ class FakeDataset:
 
 def make_predictions(coco_dict, seed=1):
     """Per image: jittered copies of most objects (some with the wrong class), duplicates,
-    and random false positives; scores distinct. Returns {image_id: output dict}."""
+    and random false positives; scores distinct over all images (checked below), so that no
+    result depends on how an evaluator orders tied detections (tests/evaluation/test_voc.py
+    has the tie cases). Returns {image_id: output dict}."""
     rng = np.random.default_rng(seed)
     label_of = {c["id"]: k + 1 for k, c in enumerate(coco_dict["categories"])}
     outputs = {}
@@ -104,7 +106,10 @@ def make_predictions(coco_dict, seed=1):
         boxes = quarter(np.array(boxes, dtype=np.float64).reshape(-1, 4))
         outputs[image_id] = {
             "boxes": torch.tensor(boxes, dtype=torch.float32),
-            "scores": torch.tensor(quarter(rng.uniform(0.05, 1.0, size=len(boxes)) * 100) / 100, dtype=torch.float32),
+            # Not rounded: rounding to a grid made same-class ties (only coordinates need the 0.25 grid).
+            "scores": torch.tensor(rng.uniform(0.05, 1.0, size=len(boxes)), dtype=torch.float32),
             "labels": torch.tensor(labels, dtype=torch.int64),
         }
+    scores = torch.cat([out["scores"] for out in outputs.values()])
+    assert scores.unique().numel() == scores.numel(), "make_predictions: tied scores"
     return outputs

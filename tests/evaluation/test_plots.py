@@ -63,7 +63,11 @@ def test_pr_points_and_their_interpolation():
     np.testing.assert_allclose(cat["recall"], [0.5, 0.5, 0.5, 1.0])
     np.testing.assert_allclose(cat["precision"], [1.0, 0.5, 1 / 3, 0.5])
     np.testing.assert_allclose(cat["scores"], [0.9, 0.8, 0.6, 0.1], rtol=1e-6)
-    np.testing.assert_allclose(dog["recall"], [0.0]) and np.testing.assert_allclose(dog["precision"], [0.0])
+    # dog: the 0.9 dog on image 1's difficult box is not counted; the 0.7 dog on nothing is the
+    # one counted detection, a false positive
+    np.testing.assert_array_equal(dog["recall"], [0.0])
+    np.testing.assert_array_equal(dog["precision"], [0.0])
+    np.testing.assert_allclose(dog["scores"], [0.7], rtol=1e-6)
     points = interpolated_precision(cat["recall"], cat["precision"])
     assert points[:51].tolist() == [1.0] * 51 and points[51:].tolist() == [0.5] * 50
     assert interpolated_precision(np.array([0.4]), np.array([1.0]))[41] == 0.0  # past the last recall

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from detect.evaluation import build_evaluator, voc_ap, voc_evaluate
+from detect.evaluation import VOCEvaluator, build_evaluator, voc_ap, voc_evaluate
 
 
 def t(x, dtype=torch.float32):
@@ -163,10 +163,11 @@ def devkit_reference(detections, ground_truths, num_classes, threshold, use_07_m
     return np.array(aps)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_matches_sequential_devkit_port(seed):
+def random_case(seed, num_classes=4, score_levels=None):
+    """Seeded random images: ground truth with some difficult boxes; detections that are
+    jittered copies of it (duplicates, wrong classes) plus clutter. Scores are continuous,
+    or with ``score_levels`` one of that many values, so that many detections tie."""
     rng = np.random.default_rng(seed)
-    num_classes = 4
     detections, ground_truths = [], []
     for _ in range(12):
         n_gt = int(rng.integers(0, 6))
@@ -183,14 +184,93 @@ def test_matches_sequential_devkit_port(seed):
         cxy = rng.uniform(0, 80, size=(n_clutter, 2))
         boxes = np.concatenate([boxes, np.concatenate([cxy, cxy + 10], axis=1)])
         labels = np.concatenate([labels, rng.integers(1, num_classes + 1, n_clutter)])
+        scores = rng.random(len(labels))
+        if score_levels is not None:
+            scores = np.ceil(scores * score_levels) / score_levels
         detections.append({"boxes": torch.tensor(boxes, dtype=torch.float64), "labels": torch.tensor(labels),
-                           "scores": torch.tensor(rng.random(len(labels)), dtype=torch.float64)})
+                           "scores": torch.tensor(scores, dtype=torch.float64)})
+    return detections, ground_truths
+
+
+def assert_equals_devkit(detections, ground_truths, num_classes, threshold, use_07):
+    """Our per-class AP equals the devkit port's (to 1e-12: the port sums the area in another
+    order), on a case where at least 3 classes have an AP strictly between 0 and 1."""
+    ours = voc_evaluate(detections, ground_truths, num_classes, threshold, use_07)
+    reference = devkit_reference(detections, ground_truths, num_classes, threshold, use_07)
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-12)
+    assert np.isfinite(ours).sum() >= 3 and 0 < np.nanmean(ours) < 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_sequential_devkit_port(seed):
+    num_classes = 4
+    detections, ground_truths = random_case(seed, num_classes)
     for use_07 in (False, True):
         for threshold in (0.5, 0.7):
-            ours = voc_evaluate(detections, ground_truths, num_classes, threshold, use_07)
-            reference = devkit_reference(detections, ground_truths, num_classes, threshold, use_07)
-            np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-12)
-            assert np.isfinite(ours).sum() >= 3 and 0 < np.nanmean(ours) < 1
+            assert_equals_devkit(detections, ground_truths, num_classes, threshold, use_07)
+
+
+def test_tied_scores_keep_their_input_order_as_the_devkit():
+    # Class 1: box A in image 0, box B in image 1. Three detections tie at 0.8; the devkit's
+    # stable sort(-confidence) keeps them in input order (images in order, then detections
+    # in order): image 0's false positive F, then A, then B; last B's duplicate at 0.6.
+    #   F A B D: TP 0 1 1 0, 2 positives -> recall 0 .5 1 1, precision 0 .5 2/3 .5
+    #   area: envelope 2/3 up to recall 1 -> 2/3; 11-point: 2/3 at every threshold -> 2/3
+    # With A listed before F in image 0: A F B D -> recall .5 .5 1 1, precision 1 .5 2/3 .5
+    #   area: .5 * 1 + .5 * 2/3 = 5/6; 11-point: (6 * 1 + 5 * 2/3) / 11 = 28/33
+    ground_truth = [gt([[0, 0, 10, 10]], [1]), gt([[20, 20, 30, 30]], [1])]
+    f_first = [det([[50, 50, 60, 60], [0, 0, 10, 10]], [0.8, 0.8], [1, 1]),
+               det([[20, 20, 30, 30], [21, 20, 30, 30]], [0.8, 0.6], [1, 1])]
+    a_first = [det([[0, 0, 10, 10], [50, 50, 60, 60]], [0.8, 0.8], [1, 1]), f_first[1]]
+    for detections, area, eleven in ((f_first, 2 / 3, 2 / 3), (a_first, 5 / 6, 28 / 33)):
+        for use_07, expected in ((False, area), (True, eleven)):
+            ours = voc_evaluate(detections, ground_truth, 1, 0.5, use_07)
+            assert ours[0] == pytest.approx(expected, abs=1e-12)
+            # (equal to the last float rounding: the port sums the area in another order)
+            assert ours[0] == pytest.approx(devkit_reference(detections, ground_truth, 1, 0.5, use_07)[0], abs=1e-12)
+
+    # Through the evaluator: images are taken in image-id order whatever order they came in.
+    class Dataset:
+        class_names = ["thing"]
+        image_ids = [7, 8]
+
+        def get_ground_truth(self, i):
+            return ground_truth[i]
+
+    for use_07, expected in ((False, 2 / 3), (True, 2 / 3)):
+        ev = VOCEvaluator(Dataset(), use_07_metric=use_07)
+        ev.process([{"image_id": 8}], [f_first[1]])
+        ev.process([{"image_id": 7}], [f_first[0]])
+        assert ev.evaluate()["bbox/AP50-thing"] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_many_tied_scores_match_the_devkit_port(seed):
+    """Scores on a grid of 4 values: most detections tie with others of their class, in
+    the same image and across images; the AP follows the devkit's stable order exactly."""
+    num_classes = 4
+    detections, ground_truths = random_case(seed, num_classes, score_levels=4)
+    scores = torch.cat([d["scores"] for d in detections])
+    assert scores.unique().numel() == 4 and scores.numel() > 40
+    # The evaluator, fed image by image with the dataset's ids, in reverse order.
+    class Dataset:
+        class_names = [f"c{k}" for k in range(1, num_classes + 1)]
+        image_ids = list(range(100, 100 + len(ground_truths)))
+
+        def get_ground_truth(self, i):
+            return ground_truths[i]
+
+    for use_07 in (False, True):
+        for threshold in (0.5, 0.7):
+            assert_equals_devkit(detections, ground_truths, num_classes, threshold, use_07)
+        ev = VOCEvaluator(Dataset(), use_07_metric=use_07)
+        for image_id, output in reversed(list(zip(Dataset.image_ids, detections))):
+            ev.process([{"image_id": image_id}], [output])
+        metrics = ev.evaluate()
+        reference = devkit_reference(detections, ground_truths, num_classes, 0.5, use_07)
+        for name, value in zip(Dataset.class_names, reference):
+            assert metrics.get(f"bbox/AP50-{name}", math.nan) == pytest.approx(value, abs=1e-12, nan_ok=True)
+        assert metrics["bbox/AP50"] == pytest.approx(float(np.nanmean(reference)), abs=1e-12)
 
 
 def test_evaluator_errors_and_crowd_as_difficult(dataset, predictions):

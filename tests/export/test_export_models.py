@@ -61,6 +61,8 @@ def test_export_matches_pytorch_at_other_sizes(tmp_path, family, config, format)
         assert set(output) == {"boxes", "scores", "labels"}
         assert output["labels"].dtype == torch.int64 and output["boxes"].shape[1] == 4
         check = compare_detections(reference, output, (height, width))
+        # both sides find things: an export that returns nothing cannot pass
+        assert check.count == check.exported_count == len(output["scores"]) > 0, check.describe()
         assert check.passed, check.describe()
         assert float(output["boxes"][:, 0::2].max()) <= width and float(output["boxes"][:, 1::2].max()) <= height
 
@@ -87,7 +89,8 @@ def test_proposal_families_and_the_segmenter_export(tmp_path, family, config, fo
         reference = model.predict([image], proposals=[proposals])[0]
         output = exported(image, proposals)
         check = compare_detections(reference, output, (height, width))
-        assert check.count > 0 and check.passed, check.describe()
+        assert check.count == check.exported_count == len(output["scores"]) > 0, check.describe()
+        assert check.passed, check.describe()
 
 
 def test_onnx_metadata_and_dynamic_axes(tmp_path):
@@ -112,7 +115,9 @@ def test_the_traced_graph_follows_the_input_size_not_the_traced_one(tmp_path):
     exported = ExportedModel(path)
     image = check_image(80, 120, seed=3)  # 128 / 80 = 1.6
     output, reference = exported(image), model.predict([image])[0]
-    assert compare_detections(reference, output, (80, 120)).passed
+    check = compare_detections(reference, output, (80, 120))
+    assert check.count == check.exported_count == len(output["scores"]) > 0, check.describe()
+    assert check.passed, check.describe()
 
 
 def test_exported_resize_gives_the_eager_sizes_at_many_input_sizes(tmp_path):

@@ -23,6 +23,7 @@ def exported(tmp_path_factory):
     return checkpoint, report.path
 
 
+@pytest.mark.parity
 def test_exported_predictor_equals_the_pytorch_predictor(exported):
     checkpoint, onnx_path = exported
     image = (check_image(110, 140, seed=11).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
@@ -52,8 +53,26 @@ def test_tools_infer_serves_an_onnx_file(exported, tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), image[:, :, ::-1])
     main(["--checkpoint", str(exported[1]), "--source", str(tmp_path / "a.png"), "--output", str(tmp_path / "out"),
           "--quiet"])
-    records = json.loads((tmp_path / "out" / "detections.json").read_text())
-    assert len(records) == 1 and (tmp_path / "out" / "a.png").is_file() or (tmp_path / "out").iterdir()
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "detections.json"]
+    records = json.loads((out / "detections.json").read_text())
+    assert len(records) == 1
+    record = records[0]
+    assert record["source"] == str(tmp_path / "a.png") and record["frame"] is None
+    assert record["output"] == str(out / "a.png") and (record["height"], record["width"]) == (90, 120)
+    # The record holds what the exported Predictor finds on that file, and it found something.
+    expected = Predictor.from_exported(exported[1])(cv2.imread(str(tmp_path / "a.png")), color_order="BGR")
+    assert len(record["detections"]) == len(expected["scores"]) > 0
+    # (the JSON rounds boxes to 2 decimals and scores to 5)
+    np.testing.assert_allclose([d["box"] for d in record["detections"]], expected["boxes"].numpy(), rtol=0, atol=0.0051)
+    np.testing.assert_allclose([d["score"] for d in record["detections"]], expected["scores"].numpy(), rtol=0,
+                               atol=6e-6)
+    assert [d["class_name"] for d in record["detections"]] == expected["class_names"]
+    assert [d["label"] for d in record["detections"]] == expected["labels"].tolist()
+    # The annotated copy: the input's size, with the boxes drawn on it.
+    annotated = cv2.imread(str(out / "a.png"))
+    assert annotated is not None and annotated.shape == (90, 120, 3)
+    assert (annotated != image[:, :, ::-1]).any()
 
 
 def test_the_runtime_runs_an_exported_file_without_the_library(exported, tmp_path):

@@ -124,6 +124,7 @@ def test_torchvision_weights_into_trainable_batchnorm_keep_the_statistics():
             assert torch.equal(getattr(norm, field), state[f"backbone.body.{name}.{field}"]), (name, field)
 
 
+@pytest.mark.parity
 def test_torchvision_weights_into_frozen_batchnorm_fold_only_a_different_eps():
     state = torchvision_v1_state()
     model = build_detector("faster_rcnn", backbone="resnet50", num_classes=3, weights=state)

@@ -161,6 +161,7 @@ def test_every_variant_trains_and_predicts(variant, shapes_data):
     check_detections(model(images), images)
 
 
+@pytest.mark.parity
 def test_optimize_for_inference_c4_and_vgg_match_plain(shapes_data):
     images, _ = shapes_data
     for options in (VARIANTS["resnet18_c4"], VARIANTS["vgg16"]):

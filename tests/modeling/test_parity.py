@@ -7,7 +7,18 @@ ours through ``weights=`` (the torchvision conversion), and both run on the same
 images of different sizes at a small ``min_size``:
 
 - the transformed batch, the FPN features, the RPN proposals and the final detections
-  agree (boxes within 1e-3 px, scores within 1e-4, identical labels, many detections);
+  agree (identical labels and counts, many detections);
+
+How close is close enough comes from float32 arithmetic, not from one machine's observed
+differences: torchvision's model is also run in float64 (the exact value, to float32's
+eyes), its own float32 run's distance from that is the float32 rounding error of this very
+computation on this CPU (about 1e-3 px on boxes of up to ~380 px: ~100 ulps after 50
+layers), and our float32 result must lie within 4x that error of the float64 value
+(``torchvision_reference.FLOAT32_ERROR_FACTOR``; why 4 is said there). The bound is
+asserted to stay below 0.05 px, so an offset, a swapped coordinate or a missing +1
+(>= 0.5 px) still fails. It holds under every kernel set torch and oneDNN pick
+(``make test`` runs this file again under ``ATEN_CPU_CAPABILITY=avx2
+ONEDNN_MAX_CPU_ISA=AVX2``; checked also under ``default`` / ``SSE41``).
 
 Why few proposals end to end: the backbone's frozen BatchNorm rounds differently from
 torchvision's (one fused multiply-add instead of a multiply and an add), so features differ
@@ -33,8 +44,15 @@ from torchvision.models.detection import _utils as tv_utils
 
 from detect import build_detector
 
-from torchvision_reference import assert_same_detections_unordered, random_torchvision_faster_rcnn
+from torchvision_reference import (
+    assert_tensor_within_float32_noise,
+    assert_within_float32_noise,
+    float64_copy,
+    random_torchvision_faster_rcnn,
+)
 
+
+pytestmark = pytest.mark.parity
 NUM_CLASSES = 3
 OPTIONS = dict(
     min_size=256, max_size=384, box_score_thresh=0.05, box_detections_per_img=100,
@@ -55,10 +73,7 @@ class SeededSampler(tv_utils.BalancedPositiveNegativeSampler):
             return super().__call__(labels)
 
 
-def assert_same_detections(detections, tv_detections, box_tol, score_tol=1e-4):
-    """Per image: the same number of detections (many), identical labels, boxes within
-    ``box_tol`` px and scores within ``score_tol``."""
-    assert_same_detections_unordered(detections, tv_detections, box_tol, score_tol, min_count=50)
+MIN_DETECTIONS = 50  # per image: the comparison covers many boxes, not a few
 
 
 def make_torchvision_model(seed=0):
@@ -79,12 +94,27 @@ def images():
     return [torch.rand(3, 200, 260, generator=g), torch.rand(3, 310, 240, generator=g)]
 
 
-def assert_close_relative(a, b, rtol=1e-4):
-    scale = max(b.abs().max().item(), 1.0)
-    assert (a - b).abs().max().item() <= rtol * scale, (a - b).abs().max().item()
+@pytest.fixture(scope="module")
+def reference64(models, images):
+    """torchvision's model in float64: its transformed batch, features, proposals and detections."""
+    _, theirs = models
+    theirs64 = float64_copy(theirs)
+    with torch.no_grad():
+        image_list, _ = theirs64.transform([image.double() for image in images])
+        features = theirs64.backbone(image_list.tensors)
+        proposals, _ = theirs64.rpn(image_list, features)
+        detections = theirs64([image.double() for image in images])
+    return {"model": theirs64, "features": features, "proposals": proposals, "detections": detections}
 
 
-def test_features_and_proposals_equal_torchvision(models, images):
+@pytest.fixture(scope="module")
+def reference32(models, images):
+    _, theirs = models
+    with torch.no_grad():
+        return theirs(images)
+
+
+def test_features_and_proposals_equal_torchvision(models, images, reference64):
     ours, theirs = models
     with torch.no_grad():
         batch, _ = ours.transform(images)
@@ -95,15 +125,16 @@ def test_features_and_proposals_equal_torchvision(models, images):
         features = ours.extract_features(batch)
         tv_features = theirs.backbone(image_list.tensors)
         assert list(features) == ["p2", "p3", "p4", "p5", "p6"]
-        for a, b in zip(features.values(), tv_features.values()):
+        for name, a, b, exact in zip(features, features.values(), tv_features.values(),
+                                     reference64["features"].values()):
             assert a.shape == b.shape
-            assert_close_relative(a, b)
+            assert_tensor_within_float32_noise(a, b, exact, f"feature {name}")
 
         proposals, _ = ours.rpn(batch, list(features.values()), [4, 8, 16, 32, 64])
         tv_proposals, _ = theirs.rpn(image_list, tv_features)
-    for a, b in zip(proposals, tv_proposals):
-        assert a.shape == b.shape == (60, 4)
-        assert (a - b).abs().max() < 1e-3
+    for i, (a, b, exact) in enumerate(zip(proposals, tv_proposals, reference64["proposals"])):
+        assert a.shape == b.shape == exact.shape == (60, 4)
+        assert_tensor_within_float32_noise(a, b, exact, f"proposals of image {i}")
 
 
 def test_rpn_with_default_counts_equals_torchvision_on_the_same_features(models, images):
@@ -126,12 +157,10 @@ def test_rpn_with_default_counts_equals_torchvision_on_the_same_features(models,
         assert torch.equal(a, b)
 
 
-def test_detections_equal_torchvision(models, images):
-    ours, theirs = models
+def test_detections_equal_torchvision(models, images, reference32, reference64):
+    ours, _ = models
     detections = ours.predict(images)
-    with torch.no_grad():
-        tv_detections = theirs(images)
-    assert_same_detections(detections, tv_detections, box_tol=1e-3)
+    assert_within_float32_noise(detections, reference32, reference64["detections"], min_count=MIN_DETECTIONS)
     assert len({int(label) for d in detections for label in d["labels"]}) == NUM_CLASSES
 
 
@@ -156,6 +185,8 @@ def test_training_losses_equal_torchvision(models, images):
     finally:
         ours.eval()
     assert set(losses) == set(tv_losses)
+    # Each loss is a mean over at most 512 sampled anchors / RoIs of terms whose inputs carry
+    # the features' float32 noise (~1e-5 relative, see the feature test): 1e-4 relative.
     for key, value in losses.items():
         assert torch.isfinite(value) and value > 0, key
         assert torch.allclose(value, tv_losses[key], rtol=1e-4, atol=1e-6), (key, value, tv_losses[key])
@@ -208,22 +239,20 @@ def test_torchvision_v2_detections_equal(images):
     detections = ours.predict(images)
     with torch.no_grad():
         tv_detections = theirs(images)
-    assert_same_detections(detections, tv_detections, box_tol=1e-3)
+        tv64 = float64_copy(theirs)([image.double() for image in images])
+    assert_within_float32_noise(detections, tv_detections, tv64, min_count=MIN_DETECTIONS)
 
 
-@pytest.mark.parametrize("channels_last, box_tol", [(False, 1e-3), (True, 5e-3)])
-def test_optimized_model_stays_close_to_torchvision(models, images, channels_last, box_tol):
-    """optimize_for_inference() folds BatchNorm and fuses conv + ReLU (+ residual add): float
-    sums are reassociated, features move by ~3e-6 relative, and the detections stay within
-    the parity tolerance (boxes 1e-3 px). Channels-last convolutions accumulate in yet
-    another order: boxes then move by up to ~2e-3 px here, as torchvision's own model does
-    (~1.5e-3 px) when switched to channels-last, so that layout gets 5e-3 px."""
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_optimized_model_stays_close_to_torchvision(models, images, reference32, reference64, channels_last):
+    """optimize_for_inference() folds BatchNorm and fuses conv + ReLU (+ residual add), and
+    channels-last convolutions accumulate in yet another order: float sums are reassociated,
+    which is float32 rounding again, so the same bound holds (boxes moved up to ~1.9x
+    torchvision's own float32 error in our runs, channels-last the most)."""
     ours, theirs = models
     fast = build_detector("faster_rcnn", backbone="resnet50", num_classes=NUM_CLASSES, weights=theirs.state_dict(),
                           **OPTIONS).optimize_for_inference(channels_last=channels_last)
     detections = fast.predict(images)
-    with torch.no_grad():
-        tv_detections = theirs(images)
-    assert_same_detections(detections, tv_detections, box_tol=box_tol)
+    assert_within_float32_noise(detections, reference32, reference64["detections"], min_count=MIN_DETECTIONS)
     for a in detections:
         a["boxes"][:, 0] += 0  # ordinary tensors, not inference tensors: in-place updates work

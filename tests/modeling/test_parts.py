@@ -29,6 +29,8 @@ from detect.modeling.rpn import RegionProposalNetwork, RPNHead
 from detect.modeling.sampler import BalancedPositiveNegativeSampler
 from detect.modeling.transform import ImageBatch, ImageTransform
 
+pytestmark = pytest.mark.parity
+
 
 def random_boxes(n, size=100.0, min_side=1.0, seed=0):
     g = torch.Generator().manual_seed(seed)

@@ -311,6 +311,7 @@ def test_one_batch_of_shapes_overfits(make_shapes_batch):
     assert float(ap.mean()) > 0.9, ap
 
 
+@pytest.mark.parity
 def test_optimize_for_inference_keeps_the_outputs_and_forbids_training():
     model = small_model(norm="bn", head_convs=1, head_channels=32).eval()
     generator = torch.Generator().manual_seed(0)

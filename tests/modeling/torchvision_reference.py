@@ -82,3 +82,70 @@ def assert_same_detections_unordered(detections_a, detections_b, box_tol: float,
         assert len(a["boxes"]) == len(b["boxes"]) >= min_count, (i, len(a["boxes"]), len(b["boxes"]))
         worst, where = match_detections_unordered(a, b, box_tol, score_tol)
         assert worst <= 1.0, f"image {i}: detections differ beyond box_tol={box_tol}, score_tol={score_tol}: {where}"
+
+
+# ---------------------------------------------------------------- tolerances from float32 rounding
+#: How many times torchvision's own float32 rounding error one of our float32 results may be
+#: off the float64 value: our result and torchvision's are two float32 evaluations of the same
+#: real computation whose sums run in other orders (a fused BatchNorm, a channels-last or
+#: another ISA's convolution blocking), so each carries a rounding error of the size measured
+#: for torchvision; 4 leaves a factor 2 for the spread of that error between two evaluations.
+#: Observed on an AVX2 EPYC and with ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41:
+#: ratios 0.8-1.9 (channels-last the largest).
+FLOAT32_ERROR_FACTOR = 4.0
+#: A real bug (a wrong offset, a swapped coordinate, a missing +1) moves boxes by >= 0.5 px;
+#: the derived bound must stay far below that or the comparison would prove nothing.
+LARGEST_MEANINGFUL_BOX_BOUND = 0.05
+
+
+def float64_copy(model):
+    """``model`` in float64: the stand-in for the exact value of its float32 computation
+    (29 more mantissa bits than float32's 24)."""
+    import copy
+
+    return copy.deepcopy(model).double().eval()
+
+
+def as_float32(outputs):
+    return [{k: (v.float() if v.is_floating_point() else v) for k, v in o.items()} for o in outputs]
+
+
+def detection_errors(detections_a, detections_b) -> tuple[float, float]:
+    """The largest box difference (px) and score difference between paired detections of the
+    same images (paired as :func:`match_detections_unordered` does, per label)."""
+    box = score = 0.0
+    for a, b in zip(detections_a, detections_b):
+        assert len(a["boxes"]) == len(b["boxes"]), (len(a["boxes"]), len(b["boxes"]))
+        box = max(box, match_detections_unordered(a, b, 1.0, float("inf"))[0])
+        score = max(score, match_detections_unordered(a, b, float("inf"), 1.0)[0])
+    return box, score
+
+
+def float32_detection_bounds(tv32, tv64) -> tuple[float, float]:
+    """``(box_tol, score_tol)`` for comparing one of our float32 results with ``tv64``:
+    :data:`FLOAT32_ERROR_FACTOR` times torchvision's float32 error on the same inputs, floored
+    at 8 float32 ulps of the largest coordinate / of a score of 1 (an exactly rounded run)."""
+    box_error, score_error = detection_errors(as_float32(tv64), tv32)
+    largest = max(float(d["boxes"].abs().max()) for d in tv32 if len(d["boxes"]))
+    eps = torch.finfo(torch.float32).eps
+    box_tol = max(FLOAT32_ERROR_FACTOR * box_error, 8 * eps * largest)
+    score_tol = max(FLOAT32_ERROR_FACTOR * score_error, 8 * eps)
+    assert box_tol < LARGEST_MEANINGFUL_BOX_BOUND, f"float32 noise {box_error} px: the reference is ill-conditioned"
+    return box_tol, score_tol
+
+
+def assert_within_float32_noise(ours, tv32, tv64, min_count: int = 0) -> None:
+    """Ours (float32) against torchvision's float64 run, within the bounds that torchvision's
+    own float32 run sets (:func:`float32_detection_bounds`); same counts per label."""
+    box_tol, score_tol = float32_detection_bounds(tv32, tv64)
+    assert_same_detections_unordered(ours, as_float32(tv64), box_tol, score_tol, min_count=min_count)
+
+
+def assert_tensor_within_float32_noise(ours, tv32, tv64, what: str) -> None:
+    """A tensor of ours within :data:`FLOAT32_ERROR_FACTOR` x torchvision's float32 error of
+    the float64 value (floored at 8 ulps of the tensor's largest magnitude)."""
+    exact = tv64.double()
+    bound = max(FLOAT32_ERROR_FACTOR * float((tv32.double() - exact).abs().max()),
+                8 * torch.finfo(torch.float32).eps * float(exact.abs().max()))
+    error = float((ours.double() - exact).abs().max())
+    assert error <= bound, f"{what}: {error:.3g} from the float64 value; float32 bound {bound:.3g}"
